@@ -1,0 +1,66 @@
+"""``vlmserve`` entry point: builds the argparse tree from the subcommand modules.
+
+Each subcommand module exposes ``register(subparsers)`` which adds its parser
+and sets ``func`` (taking the parsed args, returning an exit code). Errors a
+user can act on (``VlmserveError``) become one line on stderr and exit 1; no
+traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vlmserve.errors import VlmserveError
+
+# Subcommand modules, in help order. Imported lazily by name so that
+# `vlmserve --help` does not pay for llama.cpp, Gradio or torch-like imports.
+SUBCOMMANDS = (
+    "vlmserve.cli.describe",
+    "vlmserve.cli.serve",
+    "vlmserve.cli.info",
+    "vlmserve.cli.demo_model",
+    "vlmserve.cli.quantize",
+    "vlmserve.cli.bench",
+    "vlmserve.cli.pull",
+    "vlmserve.cli.models",
+    "vlmserve.cli.watch",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlmserve",
+        description="Local, private image Q&A with Qwen3-VL GGUF models on llama.cpp.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # subcommand not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VlmserveError as exc:
+        print(f"vlmserve: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vlmserve: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

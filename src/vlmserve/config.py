@@ -1,0 +1,85 @@
+"""Configuration objects: frozen, validated on construction, no I/O.
+
+The CLI and ``start.sh`` fill these from flags and ``VLMSERVE_*`` environment
+variables (see ``vlmserve.settings``); everything below them only reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmserve.errors import VlmserveError
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise VlmserveError(message)
+
+
+def default_thread_count() -> int:
+    """Threads for llama.cpp when none are asked for.
+
+    Decode is memory-bound: beyond about half of a big machine's logical CPUs
+    (hyper-threads) more threads only add contention.
+    """
+    cpus = os.cpu_count() or 1
+    return cpus if cpus <= 4 else cpus // 2
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Limits and geometry for the image pipeline (``vlmserve.images``)."""
+
+    max_edge: int = 1024  # longest edge after resizing, in pixels
+    upscale: bool = False  # also enlarge images smaller than max_edge
+    max_bytes: int = 20 * 1024 * 1024  # upload size limit
+    max_pixels: int = 64_000_000  # decoded pixel limit (decompression bombs)
+    max_frames: int = 1000  # animated GIF / multi-page TIFF frame limit
+    jpeg_quality: int = 85
+
+    def __post_init__(self) -> None:
+        _require(32 <= self.max_edge <= 8192, f"max_edge must be in [32, 8192], got {self.max_edge}")
+        _require(self.max_bytes > 0, "max_bytes must be > 0")
+        _require(self.max_pixels > 0, "max_pixels must be > 0")
+        _require(self.max_frames > 0, "max_frames must be > 0")
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine thread needs to load a model and serve requests."""
+
+    model_path: Path
+    mmproj_path: Path | None = None
+    n_ctx_per_slot: int = 8192  # KV cells available to each slot
+    n_parallel: int = 4  # slots = concurrent sequences in one llama context
+    n_threads: int = 0  # 0: default_thread_count()
+    n_batch: int = 512  # max tokens in one llama_decode (per-step token budget)
+    n_gpu_layers: int = -1  # -1: all layers that the build can offload
+    image_cache_mb: int = 512
+    image_min_tokens: int = 0  # 0: the model's default
+    image_max_tokens: int = 0
+    max_queue: int = 64  # requests waiting for a slot before 503
+    use_mmap: bool = True
+    seed: int = 0  # default seed for requests that give none and sample
+    prefix_cache: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.n_ctx_per_slot >= 256, "context per slot must be >= 256 tokens")
+        _require(1 <= self.n_parallel <= 64, "parallel slots must be in [1, 64]")
+        _require(self.n_threads >= 0, "threads must be >= 0")
+        _require(self.n_batch >= 32, "n_batch must be >= 32")
+        _require(self.image_cache_mb >= 0, "image cache size must be >= 0 MB")
+        _require(self.max_queue >= 1, "max_queue must be >= 1")
+        _require(self.image_min_tokens >= 0 and self.image_max_tokens >= 0,
+                 "image token bounds must be >= 0")
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or default_thread_count()
+
+    @property
+    def n_ctx_total(self) -> int:
+        return self.n_ctx_per_slot * self.n_parallel

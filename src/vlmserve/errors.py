@@ -1,0 +1,75 @@
+"""Errors a user can act on.
+
+Every error that reaches a person (CLI line, HTTP JSON body, page banner) is a
+``VlmserveError``: its message names the problem in one line. ``http_status``
+says which 4xx/5xx the HTTP layer answers with; ``code`` is the OpenAI-style
+error type string.
+"""
+
+from __future__ import annotations
+
+
+class VlmserveError(Exception):
+    """Base class: a one-line, user-facing problem."""
+
+    http_status: int = 400
+    code: str = "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelLoadError(VlmserveError):
+    """A model or mmproj file is missing, unreadable, malformed or mismatched."""
+
+    http_status = 500
+    code = "model_load_error"
+
+
+class ModelNotFoundError(VlmserveError):
+    """No model was given and none is on disk."""
+
+    http_status = 404
+    code = "model_not_found"
+
+
+class ImageError(VlmserveError):
+    """An image could not be decoded or breaks a configured limit."""
+
+    code = "invalid_image"
+
+
+class ImageTooLargeError(ImageError):
+    """An image is over the byte, pixel or frame limit."""
+
+    http_status = 413
+    code = "image_too_large"
+
+
+class RequestError(VlmserveError):
+    """A request is malformed (empty prompt, bad sampling values, too long...)."""
+
+
+class ContextOverflowError(RequestError):
+    """The prompt does not fit in a slot's context window."""
+
+    code = "context_length_exceeded"
+
+
+class QueueFullError(VlmserveError):
+    """The engine's bounded waiting queue is full; retry later."""
+
+    http_status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EngineError(VlmserveError):
+    """llama.cpp failed while serving a request."""
+
+    http_status = 500
+    code = "engine_error"

@@ -1,0 +1,174 @@
+"""The shared vocabulary between the HTTP/CLI layers and the engine thread.
+
+Plain frozen dataclasses: a ``Request`` goes in, a stream of ``TokenDelta`` comes
+out, and the last delta of a request carries its ``RequestStats``. Nothing here
+imports llama.cpp.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+from vlmserve.errors import RequestError
+
+
+class FinishReason(str, enum.Enum):
+    """Why a request stopped producing tokens (OpenAI's names where they exist)."""
+
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens or the slot's context was reached
+    ABORT = "abort"  # the client went away or asked to cancel
+    ERROR = "error"  # the engine failed for this request
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. ``temperature == 0`` means greedy (argmax)."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF text, for structured (JSON-schema) output
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise RequestError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise RequestError(f"temperature must be in [0, 2], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise RequestError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise RequestError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repeat_penalty <= 0.0:
+            raise RequestError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise RequestError(f"seed must be in [0, 2**32), got {self.seed}")
+        if len(self.stop) > 16 or any(not s for s in self.stop):
+            raise RequestError("stop must be at most 16 non-empty strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded, oriented, resized RGB image, ready for the vision encoder.
+
+    ``content_hash`` identifies the pixels (not the container), so the same
+    picture sent as PNG or as a lossless WebP hits the same image-cache entry.
+    """
+
+    rgb: bytes = field(repr=False)  # width * height * 3 bytes, row-major RGB
+    width: int
+    height: int
+    content_hash: str
+
+    def __post_init__(self) -> None:
+        if len(self.rgb) != self.width * self.height * 3:
+            raise ValueError("rgb buffer size does not match width x height x 3")
+
+    @staticmethod
+    def hash_pixels(rgb: bytes, width: int, height: int) -> str:
+        """The content hash of raw RGB pixels (sha256 over size and bytes)."""
+        h = hashlib.sha256(f"{width}x{height}:".encode())
+        h.update(rgb)
+        return h.hexdigest()
+
+    @classmethod
+    def from_rgb(cls, rgb: bytes, width: int, height: int) -> PreparedImage:
+        return cls(rgb=rgb, width=width, height=height,
+                   content_hash=cls.hash_pixels(rgb, width, height))
+
+
+PromptPart = str | PreparedImage
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A fully rendered prompt: chat-template text with images in their places.
+
+    Text parts may contain the model's special tokens (``<|im_start|>`` ...);
+    they are tokenized with special-token parsing on.
+    """
+
+    parts: tuple[PromptPart, ...]
+
+    @property
+    def images(self) -> tuple[PreparedImage, ...]:
+        return tuple(p for p in self.parts if isinstance(p, PreparedImage))
+
+    @property
+    def text(self) -> str:
+        """The text with a placeholder where each image goes (for logs and tests)."""
+        return "".join(p if isinstance(p, str) else "<image>" for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation job for the engine."""
+
+    request_id: str
+    prompt: Prompt
+    sampling: SamplingParams = SamplingParams()
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Figures for one finished request (attached to its last TokenDelta)."""
+
+    prompt_tokens: int = 0  # KV cells of the prompt, image tokens included
+    image_tokens: int = 0
+    cached_tokens: int = 0  # prompt cells reused from the slot's KV (prefix reuse)
+    completion_tokens: int = 0
+    images: int = 0
+    image_cache_hits: int = 0
+    image_encode_ms: float = 0.0
+    queue_ms: float = 0.0  # waiting for a free slot
+    prefill_ms: float = 0.0
+    ttft_ms: float = 0.0  # from submit to the first token
+    decode_ms: float = 0.0
+    total_ms: float = 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens per second after the first one (the usual "tok/s" figure)."""
+        if self.completion_tokens <= 1 or self.decode_ms <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / (self.decode_ms / 1000.0)
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        new = self.prompt_tokens - self.cached_tokens
+        return new / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """A piece of a request's output stream.
+
+    ``text`` holds whole UTF-8 characters only (a multi-byte character split
+    across tokens is held back until complete). The last delta of a request has
+    ``finish_reason`` set and carries ``stats``; ``error`` is set when the
+    request failed.
+    """
+
+    request_id: str
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    stats: RequestStats | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
