@@ -1,0 +1,378 @@
+"""The llama.cpp backend: model + mmproj + one multi-sequence context.
+
+Thin, typed wrappers over llama-cpp-python's low-level C API. The engine thread
+is the only caller of everything here except the read-only tokenizer helpers
+(``tokenize``, ``count_prompt_tokens``), which llama.cpp allows from any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import mtmd_cpp
+
+from vlmserve.config import EngineConfig
+from vlmserve.engine.llamacpp.logs import LogCapture
+from vlmserve.engine.llamacpp.sampler import Sampler
+from vlmserve.errors import EngineError, ModelLoadError, RequestError
+from vlmserve.types import PreparedImage, Prompt, SamplingParams
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Facts about the loaded model that the layers above need."""
+
+    model_path: Path
+    mmproj_path: Path | None
+    model_name: str
+    n_vocab: int
+    n_embd: int
+    n_ctx_per_slot: int
+    n_parallel: int
+    n_batch: int
+    threads: int
+    chat_template: str | None
+    model_size_bytes: int
+    n_params: int
+    mmproj_id: str  # identity of the vision encoder, part of image-cache keys
+    vision: bool
+    uses_mrope: bool
+    gpu_offload: bool
+    system_info: str
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Prompt tokens decoded one per KV cell, one position each."""
+
+    tokens: tuple[int, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.tokens)
+
+
+class ImageChunk:
+    """One image in a tokenized prompt: ``n_tokens`` KV cells, ``n_pos`` positions.
+
+    With Qwen3-VL's M-RoPE an image occupies many cells but advances the
+    position by only max(grid_w, grid_h). Owns a copy of the mtmd chunk; call
+    ``free()`` when the request no longer needs it.
+    """
+
+    def __init__(self, handle: int, key: str, n_tokens: int, n_pos: int) -> None:
+        self._handle = handle
+        self.key = key  # content hash + mmproj id: the image-cache key
+        self.n_tokens = n_tokens
+        self.n_pos = n_pos
+
+    @property
+    def handle(self) -> int:
+        if not self._handle:
+            raise EngineError("image chunk used after free")
+        return self._handle
+
+    def free(self) -> None:
+        if self._handle:
+            mtmd_cpp.mtmd_input_chunk_free(self._handle)
+            self._handle = 0
+
+    def __del__(self) -> None:
+        self.free()
+
+
+PromptChunk = TextChunk | ImageChunk
+
+
+@dataclass
+class BatchToken:
+    """One token of a ``decode`` call."""
+
+    seq_id: int
+    token: int
+    pos: int
+    logits: bool
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+class LlamaBackend:
+    """Owns the llama model, context, mtmd context and a reusable batch."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._logs = LogCapture()
+        self._model = self._ctx = self._mtmd = None
+        self._batch = None
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- loading -------------------------------------------------------------------
+    def _load(self) -> None:
+        cfg = self.config
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 999
+        mparams.use_mmap = cfg.use_mmap
+        self._logs.clear()
+        self._model = llama_cpp.llama_model_load_from_file(str(cfg.model_path).encode(), mparams)
+        if not self._model:
+            raise ModelLoadError(f"llama.cpp could not load {cfg.model_path}: "
+                                 f"{self._logs.last_error() or 'unknown error'}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = cfg.n_ctx_total
+        cparams.n_seq_max = cfg.n_parallel
+        cparams.n_batch = cfg.n_batch
+        cparams.n_ubatch = cfg.n_batch
+        cparams.n_threads = cfg.threads
+        cparams.n_threads_batch = cfg.threads
+        cparams.no_perf = True
+        # One KV stream per slot: slots never see each other's cells.
+        cparams.kv_unified = False
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise ModelLoadError(f"could not create a llama.cpp context of {cfg.n_ctx_total} "
+                                 f"tokens: {self._logs.last_error() or 'out of memory?'}")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx_per_slot = llama_cpp.llama_n_ctx_seq(self._ctx)
+
+        if cfg.mmproj_path is not None:
+            tparams = mtmd_cpp.mtmd_context_params_default()
+            tparams.use_gpu = mparams.n_gpu_layers > 0 and llama_cpp.llama_supports_gpu_offload()
+            tparams.n_threads = cfg.threads
+            tparams.print_timings = False
+            tparams.warmup = False  # warm-up encodes a 1472px dummy image: seconds on CPU
+            if cfg.image_min_tokens:
+                tparams.image_min_tokens = cfg.image_min_tokens
+            if cfg.image_max_tokens:
+                tparams.image_max_tokens = cfg.image_max_tokens
+            self._logs.clear()
+            self._mtmd = mtmd_cpp.mtmd_init_from_file(
+                str(cfg.mmproj_path).encode(), self._model, tparams)
+            if not self._mtmd:
+                raise ModelLoadError(f"llama.cpp could not load the mmproj {cfg.mmproj_path}: "
+                                     f"{self._logs.last_error() or 'unknown error'}")
+            if not mtmd_cpp.mtmd_support_vision(self._mtmd):
+                raise ModelLoadError(f"{cfg.mmproj_path} has no vision encoder")
+            self._marker = mtmd_cpp.mtmd_default_marker().decode()
+        self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
+        self.info = self._describe()
+
+    def _describe(self) -> BackendInfo:
+        cfg = self.config
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self._model, b"general.name", buf, len(buf))
+        name = buf.value.decode("utf-8", "replace") if n > 0 else cfg.model_path.stem
+        tmpl = llama_cpp.llama_model_chat_template(self._model, None)
+        return BackendInfo(
+            model_path=cfg.model_path,
+            mmproj_path=cfg.mmproj_path,
+            model_name=name,
+            n_vocab=self.n_vocab,
+            n_embd=llama_cpp.llama_model_n_embd(self._model),
+            n_ctx_per_slot=self.n_ctx_per_slot,
+            n_parallel=cfg.n_parallel,
+            n_batch=cfg.n_batch,
+            threads=cfg.threads,
+            chat_template=tmpl.decode("utf-8") if tmpl else None,
+            model_size_bytes=llama_cpp.llama_model_size(self._model),
+            n_params=llama_cpp.llama_model_n_params(self._model),
+            mmproj_id=_file_identity(cfg.mmproj_path) if cfg.mmproj_path else "",
+            vision=self._mtmd is not None,
+            uses_mrope=bool(self._mtmd and mtmd_cpp.mtmd_decode_use_mrope(self._mtmd)),
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+            system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace"),
+        )
+
+    def close(self) -> None:
+        """Free everything (idempotent)."""
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._mtmd:
+            mtmd_cpp.mtmd_free(self._mtmd)
+            self._mtmd = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+        self._logs.close()
+
+    # ---- tokens --------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Text -> token ids (special tokens such as ``<|im_start|>`` parsed when ``special``)."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        if n < 0:  # buffer too small: -n is the size needed
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes a token stands for (possibly part of a UTF-8 character)."""
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def tokenize_prompt(self, prompt: Prompt) -> list[PromptChunk]:
+        """Split a rendered prompt into text and image chunks, as mtmd places them.
+
+        mtmd wraps each image in ``<|vision_start|>``/``<|vision_end|>`` itself
+        and preprocesses the pixels to the encoder's grid here (no encoding yet).
+        """
+        images = prompt.images
+        if images and self._mtmd is None:
+            raise RequestError("this model was loaded without an mmproj: it cannot see images")
+        if not images:
+            text = "".join(prompt.parts)  # type: ignore[arg-type]
+            return [TextChunk(tuple(self.tokenize(text)))]
+        text = "".join(p if isinstance(p, str) else self._marker for p in prompt.parts)
+        data = text.encode("utf-8")
+        itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
+                                         parse_special=True)
+        bitmaps = [self._bitmap(img) for img in images]
+        arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
+        try:
+            rc = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(itext), arr, len(bitmaps))
+            if rc != 0:
+                raise RequestError(f"the prompt could not be tokenized with its images (mtmd {rc}): "
+                                   f"{self._logs.last_error() or ''}".rstrip(": "))
+            return self._read_chunks(chunks)
+        finally:
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
+            for bm in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bm)
+
+    def _bitmap(self, image: PreparedImage) -> int:
+        buf = (ctypes.c_uint8 * len(image.rgb)).from_buffer_copy(image.rgb)
+        bm = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, buf)
+        if not bm:
+            raise RequestError(f"image {image.width}x{image.height} was refused by mtmd")
+        mtmd_cpp.mtmd_bitmap_set_id(bm, f"{image.content_hash}:{self.info.mmproj_id}".encode())
+        return bm
+
+    def _read_chunks(self, chunks: int) -> list[PromptChunk]:
+        out: list[PromptChunk] = []
+        for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+            c = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
+            kind = mtmd_cpp.mtmd_input_chunk_get_type(c)
+            if kind == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                n = ctypes.c_size_t()
+                ptr = mtmd_cpp.mtmd_input_chunk_get_tokens_text(c, ctypes.byref(n))
+                out.append(TextChunk(tuple(ptr[j] for j in range(n.value))))
+            elif kind == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                key = (mtmd_cpp.mtmd_input_chunk_get_id(c) or b"").decode()
+                out.append(ImageChunk(mtmd_cpp.mtmd_input_chunk_copy(c), key,
+                                      mtmd_cpp.mtmd_input_chunk_get_n_tokens(c),
+                                      mtmd_cpp.mtmd_input_chunk_get_n_pos(c)))
+            else:
+                raise RequestError("audio input is not supported")
+        return out
+
+    # ---- images --------------------------------------------------------------------
+    def encode_image(self, chunk: ImageChunk) -> np.ndarray:
+        """Run the vision encoder; return a copy of its output embeddings (float32).
+
+        Shape: (n_tokens, n_embd * (1 + deepstack layers)); fed back later by
+        ``decode_image`` (also after an image-cache hit).
+        """
+        self._logs.clear()
+        rc = mtmd_cpp.mtmd_encode_chunk(self._mtmd, chunk.handle)
+        if rc != 0:
+            raise EngineError(f"image encoding failed ({rc}): {self._logs.last_error() or ''}")
+        ptr = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
+        n_embd_inp = llama_cpp.llama_model_n_embd_inp(self._model)
+        flat = np.ctypeslib.as_array(ptr, shape=(chunk.n_tokens * n_embd_inp,))
+        return flat.reshape(chunk.n_tokens, n_embd_inp).copy()
+
+    def decode_image(self, seq_id: int, chunk: ImageChunk, embd: np.ndarray, n_past: int) -> int:
+        """Put an encoded image into ``seq_id``'s KV at ``n_past``; return the next position."""
+        embd = np.ascontiguousarray(embd, dtype=np.float32)
+        new_n_past = llama_cpp.llama_pos(0)
+        rc = mtmd_cpp.mtmd_helper_decode_image_chunk(
+            self._mtmd, self._ctx, chunk.handle,
+            embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            n_past, seq_id, self.config.n_batch, ctypes.byref(new_n_past),
+            mtmd_cpp.mtmd_helper_post_decode_callback(), None)
+        if rc != 0:
+            raise EngineError(f"decoding image embeddings failed ({rc}): "
+                              f"{self._logs.last_error() or ''}")
+        return new_n_past.value
+
+    # ---- decoding ------------------------------------------------------------------
+    def decode(self, tokens: list[BatchToken]) -> None:
+        """One ``llama_decode`` over tokens of several sequences (at most n_batch)."""
+        b = self._batch
+        if len(tokens) > self.config.n_batch:
+            raise EngineError("batch larger than n_batch")
+        for i, t in enumerate(tokens):
+            b.token[i] = t.token
+            b.pos[i] = t.pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = t.seq_id
+            b.logits[i] = t.logits
+        b.n_tokens = len(tokens)
+        rc = llama_cpp.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed ({rc}): {self._logs.last_error() or ''}")
+
+    def new_sampler(self, params: SamplingParams) -> Sampler:
+        return Sampler(self._vocab, self.n_vocab, params, self.config.seed)
+
+    def sample(self, sampler: Sampler, batch_index: int) -> int:
+        return sampler.sample(self._ctx, batch_index)
+
+    def logits(self, batch_index: int) -> np.ndarray:
+        """A copy of the logits at ``batch_index`` of the last decode (for tests/diagnostics)."""
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    # ---- KV memory -----------------------------------------------------------------
+    def seq_truncate(self, seq_id: int, pos: int) -> None:
+        """Drop ``seq_id``'s KV cells at positions >= ``pos`` (0 clears the sequence)."""
+        if not llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1):
+            # Partial removal can fail on some cache types; fall back to a full clear.
+            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
+            raise EngineError(f"could not truncate sequence {seq_id} at {pos}")
+
+
+def preflight(config: EngineConfig) -> None:
+    """Cheap checks before llama.cpp sees the files (some bad files abort the process)."""
+    for label, path in (("model", config.model_path), ("mmproj", config.mmproj_path)):
+        if path is None:
+            continue
+        if not path.exists():
+            raise ModelLoadError(f"{label} file not found: {path}")
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ModelLoadError(f"{label} file is not a readable file: {path}")

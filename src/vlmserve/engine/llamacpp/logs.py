@@ -1,0 +1,64 @@
+"""Capturing llama.cpp / mtmd log lines.
+
+llama-cpp-python's own logger drops ERROR lines when ``verbose=False``, so a
+failed load returns NULL with no reason. We install our own callback that keeps
+the recent lines in a bounded buffer: load errors then name the real problem,
+and ``VLMSERVE_LLAMA_LOG=1`` echoes everything to stderr for debugging.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import sys
+
+import llama_cpp
+from llama_cpp import mtmd_cpp
+
+GGML_LOG_LEVEL_WARN = 3
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
+
+
+# A do-nothing callback that lives as long as the process: installed when a
+# capture is closed, so llama.cpp never calls into a freed Python object.
+def _silent(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    return None
+
+
+_SILENT_CALLBACK = llama_cpp.llama_log_callback(_silent)
+
+
+class LogCapture:
+    """Installs a log callback for llama.cpp and mtmd; remembers recent warnings/errors."""
+
+    def __init__(self, keep: int = 50, echo: bool | None = None) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._last_level = 0
+        self._echo = os.environ.get("VLMSERVE_LLAMA_LOG") == "1" if echo is None else echo
+        # Keep a reference: ctypes must not free the callback while C holds it.
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        msg = text.decode("utf-8", errors="replace") if text else ""
+        if self._echo:
+            sys.stderr.write(msg)
+        if level == GGML_LOG_LEVEL_CONT:
+            level = self._last_level
+        self._last_level = level
+        if level >= GGML_LOG_LEVEL_WARN and msg.strip():
+            self._lines.append(msg.strip())
+
+    def clear(self) -> None:
+        self._lines.clear()
+
+    def last_error(self) -> str | None:
+        """The most recent warning/error line llama.cpp printed, if any."""
+        return self._lines[-1] if self._lines else None
+
+    def close(self) -> None:
+        llama_cpp.llama_log_set(_SILENT_CALLBACK, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(_SILENT_CALLBACK, ctypes.c_void_p(0))
