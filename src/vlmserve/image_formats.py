@@ -27,11 +27,16 @@ _NAMES = {
     "BMP": "BMP", "TIFF": "TIFF", "HEIF": "HEIC/HEIF",
 }
 
+# Pillow's own bomb check still runs inside a few plugins (a GIF frame larger
+# than its canvas, TIFF tiles, WebP). Its error, and its warning where a caller
+# runs with warnings as errors, become our ImageTooLargeError.
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
 # What Pillow's header parsers and decoders (and pillow-heif's) raise on
-# malformed data. Caught only around calls into Pillow, so that a bug in our
-# own code still surfaces as what it is.
+# malformed data: a wide, version-dependent set. Caught only around calls into
+# Pillow, so that a bug in our own code still surfaces as what it is.
 DECODE_ERRORS = (
-    OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError,
+    OSError, SyntaxError, ValueError, TypeError, LookupError, EOFError, ArithmeticError,
     RuntimeError, struct.error, zlib.error,
 )
 
@@ -90,7 +95,7 @@ def open_header(data: bytes) -> ImageFile.ImageFile:
             raise ImageError(f"{name} image, but this Pillow build cannot decode {name}")
         try:
             return factory(io.BytesIO(data), "")
-        except Image.DecompressionBombError as exc:
+        except _BOMB as exc:
             raise ImageTooLargeError(f"{name} image is too large to decode safely") from exc
         except DECODE_ERRORS as exc:
             raise ImageError(f"truncated or corrupt {name} image") from exc
@@ -118,7 +123,7 @@ def decode_pixels(im: ImageFile.ImageFile) -> None:
     """Decode the current (first) frame, turning Pillow's errors into ours."""
     try:
         im.load()
-    except Image.DecompressionBombError as exc:  # e.g. a GIF frame larger than its canvas
+    except _BOMB as exc:
         raise ImageTooLargeError(f"{format_name(im)} image is too large to decode safely") from exc
     except DECODE_ERRORS as exc:
         raise ImageError(f"truncated or corrupt {format_name(im)} image") from exc

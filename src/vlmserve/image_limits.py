@@ -27,8 +27,16 @@ def check_byte_size(n_bytes: int, max_bytes: int) -> None:
     """Refuse an upload over ``max_bytes`` before reading or decoding it."""
     if n_bytes > max_bytes:
         raise ImageTooLargeError(
-            f"image is {n_bytes / _MB:.1f} MB, over the {max_bytes / _MB:.1f} MB limit"
+            f"image is {_human_bytes(n_bytes)}, over the limit of {_human_bytes(max_bytes)}"
         )
+
+
+def _human_bytes(n: int) -> str:
+    if n >= _MB:
+        return f"{n / _MB:.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} kB"
+    return f"{n} bytes"
 
 
 def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
