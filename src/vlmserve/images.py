@@ -79,7 +79,8 @@ class CropRegion:
             raise ImageError(f"crop x and y must be in [0, 1), got x={self.x}, y={self.y}")
         if not (0.0 < self.w <= 1.0 and 0.0 < self.h <= 1.0):
             raise ImageError(f"crop w and h must be in (0, 1], got w={self.w}, h={self.h}")
-        # A little slack: 0.1 + 0.9 is 1.0000000000000002 in floating point.
+        # A little slack for fractions computed from pixels: 3 * (1/91) + 88 * (1/91)
+        # is 1.0000000000000002 in floating point.
         if self.x + self.w > 1.0 + 1e-9 or self.y + self.h > 1.0 + 1e-9:
             raise ImageError(
                 "crop region must lie inside the image (x + w <= 1 and y + h <= 1), "

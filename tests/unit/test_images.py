@@ -365,6 +365,10 @@ def test_crop_touching_the_edges_is_accepted():
     data = encode(Image.new("RGB", (100, 100), RED), "PNG")
     p = prepare_image(data, crop=CropRegion(0.1, 0.7, 0.9, 0.3))
     assert (p.width, p.height) == (1024, 341)
+    # Fractions computed from pixels may add up to a hair over 1.
+    x, w = 3 * (1 / 91), 88 * (1 / 91)
+    assert x + w > 1.0
+    assert prepare_image(data, crop=CropRegion(x, 0.0, w, 1.0)).height == 1024
 
 
 # --- content hash ---------------------------------------------------------------------------
