@@ -139,6 +139,24 @@ def test_heic_decodes_when_pillow_heif_can_write_it():
     assert near(pixel(p, 32, 24), RED, 16)
 
 
+def test_heic_orientation_is_applied_once():
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed")
+    pillow_heif.register_heif_opener()
+    stored = Image.fromarray(np.ascontiguousarray(stored_as(upright_test_card(), 6)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    try:
+        data = encode(stored, "HEIF", quality=95, exif=exif.tobytes())
+    except (KeyError, OSError, ValueError, RuntimeError) as exc:
+        pytest.skip(f"this pillow-heif build cannot encode HEIC: {exc}")
+    # libheif stores the rotation as a transform and applies it while decoding;
+    # the EXIF tag must not rotate the picture a second time.
+    p = prepare_image(data)
+    assert (p.width, p.height) == (60, 40)
+    assert near(pixel(p, 5, 5), RED, 20)
+    assert near(pixel(p, 55, 5), GREEN, 20)
+
+
 def test_formats_outside_the_list_are_refused():
     # Pillow reads ICO and PCX, but they are not in our list: the parser never runs.
     for fmt in ("ICO", "PCX"):
