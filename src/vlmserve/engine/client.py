@@ -1,0 +1,109 @@
+"""EngineClient: how the HTTP layer, the page and the CLI talk to the engine thread."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from vlmserve.engine.image_cache import ImageCacheStats
+from vlmserve.engine.llamacpp.backend import BackendInfo, LlamaBackend
+from vlmserve.engine.loop import EngineLoop
+from vlmserve.engine.stats import EngineCounters
+from vlmserve.images import image_token_count
+from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """A point-in-time view for /metrics and the benchmark."""
+
+    counters: EngineCounters
+    image_cache: ImageCacheStats
+    queue_depth: int
+    busy_slots: int
+    n_slots: int
+
+
+class EngineClient:
+    """Submit requests, stream their deltas, abort them, read stats.
+
+    ``generate`` is for asyncio code (FastAPI, Gradio); ``generate_sync`` for
+    plain threads (CLI). Leaving either iterator early aborts the request, so a
+    client that disconnects frees its slot at the next engine step.
+    """
+
+    def __init__(self, backend: LlamaBackend, loop: EngineLoop) -> None:
+        self._backend = backend
+        self._loop = loop
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._backend.info
+
+    async def generate(self, request: Request) -> AsyncIterator[TokenDelta]:
+        aio = asyncio.get_running_loop()
+        deltas: asyncio.Queue[TokenDelta] = asyncio.Queue()
+        self._loop.submit(request, lambda d: aio.call_soon_threadsafe(deltas.put_nowait, d))
+        finished = False
+        try:
+            while not finished:
+                delta = await deltas.get()
+                finished = delta.finished
+                yield delta
+        finally:
+            if not finished:
+                self._loop.abort(request.request_id)
+
+    def generate_sync(self, request: Request) -> Iterator[TokenDelta]:
+        deltas: queue.Queue[TokenDelta] = queue.Queue()
+        self._loop.submit(request, deltas.put)
+        finished = False
+        try:
+            while not finished:
+                delta = deltas.get()
+                finished = delta.finished
+                yield delta
+        finally:
+            if not finished:
+                self._loop.abort(request.request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._loop.abort(request_id)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        """KV cells the prompt will take: text tokens plus each image's tokens and its
+        two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``). Thread-safe."""
+        total = 0
+        for part in prompt.parts:
+            if isinstance(part, PreparedImage):
+                total += self.image_tokens(part.width, part.height) + 2
+            else:
+                total += len(self._backend.tokenize(part))
+        return total
+
+    def image_tokens(self, width: int, height: int) -> int:
+        cfg = self._backend.config
+        kwargs = {}
+        if cfg.image_min_tokens:
+            kwargs["min_tokens"] = cfg.image_min_tokens
+        if cfg.image_max_tokens:
+            kwargs["max_tokens"] = cfg.image_max_tokens
+        return image_token_count(width, height, **kwargs)
+
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(self._loop.counters, self._loop.image_cache.stats(),
+                              self._loop.queue_depth, self._loop.busy_slots,
+                              len(self._loop.slots))
+
+    def close(self) -> None:
+        """Stop the engine thread and free llama.cpp memory (idempotent)."""
+        self._loop.stop()
+        self._backend.close()
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
