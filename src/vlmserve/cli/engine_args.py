@@ -1,0 +1,60 @@
+"""Model and engine flags shared by the commands that load a model (describe, bench, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vlmserve.config import EngineConfig
+from vlmserve.errors import ModelNotFoundError
+
+HOW_TO_GET_A_MODEL = (
+    "no model given and none found: pass --model FILE.gguf --mmproj MMPROJ.gguf (or set "
+    "VLMSERVE_MODEL / VLMSERVE_MMPROJ), download Qwen3-VL-8B-Instruct with `vlmserve pull`, "
+    "or write a tiny offline demo model with `vlmserve demo-model DIR` (random weights)"
+)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="text model GGUF, or a model name from `vlmserve models` "
+                   "(env VLMSERVE_MODEL)")
+    g.add_argument("--mmproj", help="vision projector GGUF (env VLMSERVE_MMPROJ; default: the "
+                   "mmproj*.gguf beside the model)")
+    g.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: cores)")
+    g.add_argument("--ctx-size", type=int, default=8192, help="KV cells per slot (default 8192)")
+    g.add_argument("--n-gpu-layers", type=int, default=-1,
+                   help="layers to offload to the GPU (-1: all the build supports)")
+    g.add_argument("--image-max-tokens", type=int, default=0,
+                   help="cap on vision tokens per image (trade detail for speed)")
+    g.add_argument("--image-min-tokens", type=int, default=0, help="floor on vision tokens")
+
+
+def resolve_model_paths(model: str | None, mmproj: str | None) -> tuple[Path, Path | None]:
+    """Flags, then environment, then the local models folder; else a clear error."""
+    model = model or os.environ.get("VLMSERVE_MODEL")
+    mmproj = mmproj or os.environ.get("VLMSERVE_MMPROJ")
+    if not model:
+        raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
+    model_path = Path(model).expanduser()
+    if mmproj:
+        return model_path, Path(mmproj).expanduser()
+    beside = sorted(model_path.parent.glob("mmproj*.gguf")) if model_path.is_file() else []
+    return model_path, (beside[0] if beside else None)
+
+
+def engine_config_from_args(args: argparse.Namespace, n_parallel: int = 1,
+                            **overrides: object) -> EngineConfig:
+    model, mmproj = resolve_model_paths(args.model, args.mmproj)
+    return EngineConfig(
+        model_path=model,
+        mmproj_path=mmproj,
+        n_ctx_per_slot=args.ctx_size,
+        n_parallel=n_parallel,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        image_min_tokens=args.image_min_tokens,
+        image_max_tokens=args.image_max_tokens,
+        **overrides,
+    )
