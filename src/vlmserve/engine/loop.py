@@ -21,7 +21,6 @@ from vlmserve.engine.image_cache import ImageCache
 from vlmserve.engine.llamacpp.backend import BatchToken, ImageChunk, LlamaBackend, TextChunk
 from vlmserve.engine.prefix_cache import (
     ImageUnit,
-    Unit,
     cells_in,
     choose_slot,
     position_after,

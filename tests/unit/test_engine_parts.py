@@ -1,0 +1,99 @@
+"""The engine's pure-Python parts, without a model: detokenizer, scheduler, caches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlmserve.engine.detokenize import IncrementalDetokenizer
+from vlmserve.engine.image_cache import ImageCache
+from vlmserve.engine.prefix_cache import ImageUnit, choose_slot, common_prefix, position_after
+from vlmserve.engine.scheduler import PrefillNeed, plan_step
+
+# A byte table standing in for a vocabulary: each "token" is a raw byte string.
+PIECES = {i: bytes([b]) for i, b in enumerate("中文".encode())} | {
+    10: b"ab", 11: b"cd", 12: b"\xff", 13: "好".encode()}
+
+
+def stream(tokens, stop=()):
+    d = IncrementalDetokenizer(PIECES.__getitem__, stop)
+    out = [d.push(t) for t in tokens]
+    out.append(d.flush())
+    return out, d
+
+
+def test_multibyte_characters_are_never_split():
+    out, d = stream([0, 1, 2, 3, 4, 5])  # 中 and 文, one byte per token
+    assert out == ["", "", "中", "", "", "文", ""]
+    assert d.text == "中文"
+
+
+def test_invalid_and_incomplete_bytes_become_replacement_characters():
+    out, _ = stream([12, 10, 0, 1])  # invalid byte, 'ab', then half of 中 at the end
+    assert "".join(out) == "\ufffdab\ufffd"
+
+
+def test_stop_string_is_held_back_then_cut():
+    out, d = stream([10, 11, 10], stop=("bc",))  # "ab" "cd": 'b' held (could start "bc")
+    assert out[0] == "a"
+    assert d.stopped and d.text == "a"
+
+
+def test_held_prefix_released_when_not_a_stop():
+    out, d = stream([10, 10], stop=("bx",))
+    assert "".join(out) == "abab" and not d.stopped
+
+
+def test_scheduler_decodes_every_generating_slot_and_shares_the_rest():
+    plan = plan_step([0, 1], [PrefillNeed(2, False, 1000), PrefillNeed(3, False, 5)], budget=64)
+    assert plan.decode == (0, 1)
+    assert plan.n_tokens <= 64
+    assert dict(plan.prefill) == {2: 62} or dict(plan.prefill) == {3: 5, 2: 57}
+
+
+def test_scheduler_rotates_so_long_prompts_do_not_starve_others():
+    needs = [PrefillNeed(0, False, 10_000), PrefillNeed(1, False, 10_000)]
+    first = plan_step([], needs, budget=100, rotation=0)
+    second = plan_step([], needs, budget=100, rotation=first.next_rotation)
+    assert first.prefill[0][0] != second.prefill[0][0]
+
+
+def test_scheduler_one_image_per_step_and_empty_plan():
+    plan = plan_step([], [PrefillNeed(0, True, 0), PrefillNeed(1, True, 0)], budget=32)
+    assert plan.image_slot in (0, 1) and plan.prefill == ()
+    assert plan_step([], [], budget=32).empty
+
+
+def test_image_cache_lru_never_evicts_entries_in_use():
+    cache = ImageCache(budget_bytes=3 * 400)
+    arr = lambda: np.zeros(100, dtype=np.float32)  # noqa: E731  400 bytes
+    for key in "abc":
+        assert cache.put_acquired(key, arr())
+    cache.release("b")
+    cache.release("c")  # 'a' stays pinned
+    assert cache.put_acquired("d", arr())  # over budget: evicts the oldest unpinned ('b')
+    assert "a" in cache and "b" not in cache and "c" in cache
+    assert cache.acquire("b") is None and cache.stats().misses == 1
+    assert cache.acquire("c") is not None and cache.stats().hits == 1
+    assert cache.stats().bytes <= cache.budget_bytes
+
+
+def test_image_cache_refuses_entries_bigger_than_the_budget():
+    cache = ImageCache(budget_bytes=100)
+    assert not cache.put_acquired("big", np.zeros(1000, dtype=np.float32))
+    assert "big" not in cache
+
+
+def test_prefix_matching_treats_images_as_wholes_and_keeps_one_unit_to_decode():
+    img = ImageUnit("h1", n_tokens=576, n_pos=24)
+    cached = [1, 2, img, 3, 4, 5]
+    assert common_prefix(cached, [1, 2, img, 3, 9]) == 4
+    assert common_prefix(cached, [1, 2, ImageUnit("h2", 576, 24), 3]) == 2
+    assert common_prefix(cached, cached) == len(cached) - 1
+    assert position_after(cached, 3) == 2 + 24
+
+
+def test_choose_slot_prefers_longest_prefix_then_least_recently_used():
+    prompt = [1, 2, 3, 4]
+    free = [(0, [9], 5.0), (1, [1, 2, 3], 9.0), (2, [], 1.0)]
+    assert choose_slot(free, prompt).slot_index == 1
+    assert choose_slot([(0, [], 5.0), (2, [], 1.0)], prompt).slot_index == 2
