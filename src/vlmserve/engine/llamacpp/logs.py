@@ -34,7 +34,7 @@ class LogCapture:
     """Installs a log callback for llama.cpp and mtmd; remembers recent warnings/errors."""
 
     def __init__(self, keep: int = 50, echo: bool | None = None) -> None:
-        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=keep)
         self._last_level = 0
         self._echo = os.environ.get("VLMSERVE_LLAMA_LOG") == "1" if echo is None else echo
         # Keep a reference: ctypes must not free the callback while C holds it.
@@ -50,14 +50,27 @@ class LogCapture:
             level = self._last_level
         self._last_level = level
         if level >= GGML_LOG_LEVEL_WARN and msg.strip():
-            self._lines.append(msg.strip())
+            self._lines.append((level, msg.strip()))
 
     def clear(self) -> None:
         self._lines.clear()
 
     def last_error(self) -> str | None:
-        """The most recent warning/error line llama.cpp printed, if any."""
-        return self._lines[-1] if self._lines else None
+        """The most telling warning/error since ``clear()``, without its function prefix.
+
+        llama.cpp logs the specific cause first ("invalid magic characters",
+        "tensor ... not within the file bounds") and generic "failed to load"
+        lines after it, so the first line is the one a user needs.
+        """
+        if not self._lines:
+            return None
+        errors = [line for level, line in self._lines if level >= GGML_LOG_LEVEL_ERROR]
+        line = (errors[0] if errors else self._lines[0][1]).splitlines()[0]
+        for prefix in ("error loading model: ", "error: "):
+            if prefix in line:
+                line = line.split(prefix, 1)[1]
+        head, sep, tail = line.partition(": ")
+        return tail if sep and " " not in head else line
 
     def close(self) -> None:
         llama_cpp.llama_log_set(_SILENT_CALLBACK, ctypes.c_void_p(0))
