@@ -83,3 +83,41 @@ def test_prompt_too_long_for_a_slot_is_refused(engine):
     # the engine is still healthy afterwards
     _, end = run(engine, image_prompt(engine, "ok"), max_tokens=2, request_id="after")
     assert end.finish_reason is FinishReason.LENGTH
+
+
+def test_leaving_a_stream_early_aborts_and_frees_the_slot(engine):
+    prompt = image_prompt(engine, "describe", seed=4)
+    aborted_before = engine.snapshot().counters.finished[FinishReason.ABORT]
+    stream = engine.generate_sync(Request("long", prompt, SamplingParams(max_tokens=4000,
+                                                                         temperature=0)))
+    for n, _ in enumerate(stream):
+        if n == 3:
+            break
+    stream.close()  # what a disconnecting client does
+    _, end = run(engine, prompt, max_tokens=4, request_id="next")
+    assert end.finish_reason is FinishReason.LENGTH
+    snap = engine.snapshot()
+    assert snap.counters.finished[FinishReason.ABORT] == aborted_before + 1
+    assert snap.busy_slots == 0
+
+
+def test_full_queue_refuses_with_a_retry_hint(tiny_model):
+    import pytest
+
+    from tests.engine.conftest import make_engine
+    from vlmserve.errors import QueueFullError
+
+    client = make_engine(tiny_model, n_parallel=1, max_queue=1)
+    try:
+        prompt = image_prompt(client, "describe")
+        params = SamplingParams(max_tokens=2000, temperature=0)
+        streams = [client.generate_sync(Request("q0", prompt, params))]
+        next(streams[0])  # admitted: it runs in the only slot
+        streams.append(client.generate_sync(Request("q1", prompt, params)))  # waits in queue
+        with pytest.raises(QueueFullError) as info:
+            client.generate_sync(Request("q2", prompt, params))
+        assert info.value.retry_after_s >= 1
+        for s in streams:
+            s.close()
+    finally:
+        client.close()

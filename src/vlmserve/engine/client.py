@@ -57,8 +57,12 @@ class EngineClient:
                 self._loop.abort(request.request_id)
 
     def generate_sync(self, request: Request) -> Iterator[TokenDelta]:
+        """Submit now (``QueueFullError`` is raised here, not at the first ``next``)."""
         deltas: queue.Queue[TokenDelta] = queue.Queue()
         self._loop.submit(request, deltas.put)
+        return self._drain(request.request_id, deltas)
+
+    def _drain(self, request_id: str, deltas: queue.Queue[TokenDelta]) -> Iterator[TokenDelta]:
         finished = False
         try:
             while not finished:
@@ -67,7 +71,7 @@ class EngineClient:
                 yield delta
         finally:
             if not finished:
-                self._loop.abort(request.request_id)
+                self._loop.abort(request_id)
 
     def abort(self, request_id: str) -> None:
         self._loop.abort(request_id)
