@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import png_bytes
+from tests.engine.conftest import run
 from vlmserve.chat import ChatMessage, ChatRenderer, fit_to_budget
 from vlmserve.errors import ContextOverflowError
 from vlmserve.images import prepare_image
-from tests.conftest import png_bytes
-from tests.engine.conftest import run
 
 BUDGET = 1024
 
