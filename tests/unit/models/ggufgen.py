@@ -51,8 +51,13 @@ def write_text_gguf(
     chat_template: bool = True,
     file_type: LlamaFileType | None = LlamaFileType.MOSTLY_F16,
     weight_type: GGMLQuantizationType = GGMLQuantizationType.F16,
+    layer_tensors: bool = True,
 ) -> Path:
-    """A qwen3vl-like text model; returns ``path``."""
+    """A qwen3vl-like text model; returns ``path``.
+
+    ``layer_tensors=False`` writes the metadata of any shape (e.g. the real 8B)
+    with only two tiny tensors, for tests that only read the header.
+    """
     if rope_sections is None:
         rope_sections = [head_dim // 8, head_dim // 8, head_dim // 8, 0]  # sum = 3/8 head_dim
     w = GGUFWriter(path, arch)
@@ -87,9 +92,13 @@ def write_text_gguf(
             w.add_tensor(name, _quant(weight_type, rows, cols), raw_dtype=weight_type)
 
     kv = n_head_kv * head_dim
-    w.add_tensor("token_embd.weight", _f16(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", _f32(n_embd))
-    for i in range(n_layer):
+    if not layer_tensors:
+        w.add_tensor("token_embd.weight", _f16(n_vocab, 8))
+        w.add_tensor("output_norm.weight", _f32(8))
+    else:
+        w.add_tensor("token_embd.weight", _f16(n_vocab, n_embd))
+        w.add_tensor("output_norm.weight", _f32(n_embd))
+    for i in range(n_layer if layer_tensors else 0):
         b = f"blk.{i}"
         w.add_tensor(f"{b}.attn_norm.weight", _f32(n_embd))
         weight(f"{b}.attn_q.weight", n_head * head_dim, n_embd)
