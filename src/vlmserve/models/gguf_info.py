@@ -79,7 +79,9 @@ class VisionInfo:
     head_count: int | None
     projection_dim: int | None
     spatial_merge_size: int | None
-    deepstack_layers: tuple[int, ...]  # vision layer indices that feed deepstack (from tensor names)
+    deepstack_layers: tuple[
+        int, ...
+    ]  # vision layer indices that feed deepstack (from tensor names)
     projector_output_dim: int | None  # output size of mm.2, the embedding size the text model gets
     missing_keys: tuple[str, ...]  # REQUIRED_VISION_KEYS absent from the file
 
@@ -94,7 +96,9 @@ class GGUFInfo:
     architecture: str
     name: str | None
     file_type: str | None  # quantization name: Q4_K_M, Q8_0, F16...
-    file_type_from_tensors: bool  # True when general.file_type was absent and the dominant type was used
+    file_type_from_tensors: (
+        bool  # True when general.file_type was absent and the dominant type was used
+    )
     parameter_count: int  # sum of tensor element counts
     tensor_data_bytes: int  # bytes of tensor data (what has to sit in RAM/VRAM)
     tensors: tuple[TensorInfo, ...]
@@ -290,10 +294,13 @@ def _build_info(p: Path, size: int, reader: GGUFReader) -> GGUFInfo:
         n_deepstack = fields.int(f"{a}.n_deepstack_layers") or 0
         if arch not in QWEN3VL_ARCHITECTURES:
             warnings.append(
-                f"architecture is {arch!r}, not qwen3vl: vlmserve can describe it but will not serve it"
+                f"architecture is {arch!r}, not qwen3vl: "
+                "vlmserve can describe it but will not serve it"
             )
         elif not fields.has("tokenizer.chat_template"):
-            warnings.append("no tokenizer.chat_template: the built-in Qwen3-VL template will be used")
+            warnings.append(
+                "no tokenizer.chat_template: the built-in Qwen3-VL template will be used"
+            )
 
     vocab = fields.array_len("tokenizer.ggml.tokens")
     if vocab is None:
@@ -331,7 +338,11 @@ def _build_info(p: Path, size: int, reader: GGUFReader) -> GGUFInfo:
 def _vision_info(fields: _Fields, tensors: tuple[TensorInfo, ...]) -> VisionInfo:
     names = {t.name for t in tensors}
     deepstack = sorted(
-        {int(n.split(".")[2]) for n in names if n.startswith("v.deepstack.") and n.split(".")[2].isdigit()}
+        {
+            int(n.split(".")[2])
+            for n in names
+            if n.startswith("v.deepstack.") and n.split(".")[2].isdigit()
+        }
     )
     mm2 = next((t for t in tensors if t.name == "mm.2.weight"), None)
     # A linear weight is stored (in, out) in ggml order, so the output size is ne1.
@@ -430,9 +441,14 @@ class _Fields:
         f = self._fields.get(key)
         if f is None:
             return None
-        if not f.types or f.types[0] != GGUFValueType.ARRAY or f.types[-1] in (
-            GGUFValueType.STRING,
-            GGUFValueType.ARRAY,
+        if (
+            not f.types
+            or f.types[0] != GGUFValueType.ARRAY
+            or f.types[-1]
+            in (
+                GGUFValueType.STRING,
+                GGUFValueType.ARRAY,
+            )
         ):
             raise ModelLoadError(f"{self._label}: {key} should be an array of integers")
         return [int(x) for x in f.contents()]
@@ -449,7 +465,7 @@ class _Fields:
 
 
 def validate_text_model(info: GGUFInfo) -> None:
-    """Raise ``ModelLoadError`` unless ``info`` is a Qwen3-VL text model llama.cpp can load safely."""
+    """Raise ``ModelLoadError`` unless ``info`` is a Qwen3-VL text model safe to load."""
     label = info.path.name
     if info.is_clip:
         raise ModelLoadError(
@@ -485,7 +501,8 @@ def validate_mmproj(info: GGUFInfo) -> None:
     if not info.is_clip:
         hint = ": pass it as the model, not the mmproj" if info.is_qwen3vl else ""
         raise ModelLoadError(
-            f"{label} is not a vision projector (architecture {info.architecture!r}, expected clip){hint}"
+            f"{label} is not a vision projector "
+            f"(architecture {info.architecture!r}, expected clip){hint}"
         )
     v = info.vision
     if v is None or not v.has_vision_encoder:
@@ -506,7 +523,9 @@ def validate_mmproj(info: GGUFInfo) -> None:
         raise ModelLoadError(f"{label} lacks required metadata {keys}")
 
 
-def validate_model_pair(model_path: str | Path, mmproj_path: str | Path) -> tuple[GGUFInfo, GGUFInfo]:
+def validate_model_pair(
+    model_path: str | Path, mmproj_path: str | Path
+) -> tuple[GGUFInfo, GGUFInfo]:
     """Check a text model and its mmproj before llama.cpp loads them; return both infos.
 
     Raises ``ModelLoadError`` (one line naming the file) for anything that would
@@ -532,6 +551,7 @@ def validate_model_pair(model_path: str | Path, mmproj_path: str | Path) -> tupl
     if n_ds != model.n_deepstack_layers:
         raise ModelLoadError(
             f"{p_label} does not belong to {m_label}: it has {n_ds} deepstack layers, "
-            f"the model expects {model.n_deepstack_layers} ({model.architecture}.n_deepstack_layers)"
+            f"the model expects {model.n_deepstack_layers} "
+            f"({model.architecture}.n_deepstack_layers)"
         )
     return model, mmproj

@@ -65,7 +65,7 @@ def _pad(x: int, n: int) -> int:
 
 
 def kv_cells(n_ctx_total: int, n_parallel: int = 1, kv_unified: bool = False) -> int:
-    """KV cells llama.cpp allocates for ``n_ctx`` = ``n_ctx_total`` and ``n_seq_max`` = ``n_parallel``."""
+    """KV cells llama.cpp allocates for ``n_ctx=n_ctx_total`` and ``n_seq_max=n_parallel``."""
     if n_ctx_total < 1 or n_parallel < 1:
         raise ValueError("context and parallel sequences must be >= 1")
     n_ctx = _pad(n_ctx_total, KV_PAD)
@@ -79,7 +79,9 @@ def kv_row_bytes(n_elements: int, kv_type: str = "f16") -> int:
     try:
         type_size, block = KV_TYPE_SIZES[kv_type]
     except KeyError:
-        raise ValueError(f"unknown KV cache type {kv_type!r}; known: {', '.join(KV_TYPE_SIZES)}") from None
+        raise ValueError(
+            f"unknown KV cache type {kv_type!r}; known: {', '.join(KV_TYPE_SIZES)}"
+        ) from None
     return n_elements * type_size // block
 
 
@@ -185,7 +187,8 @@ class MemoryEstimate:
         if self.mmproj_bytes:
             parts.append(f"vision projector {fmt_bytes(self.mmproj_bytes)}")
         parts.append(
-            f"KV cache {fmt_bytes(self.kv_bytes)} for {self.n_parallel} {slots} x {self.n_ctx} tokens"
+            f"KV cache {fmt_bytes(self.kv_bytes)} "
+            f"for {self.n_parallel} {slots} x {self.n_ctx} tokens"
         )
         parts.append(f"compute buffers ~{fmt_bytes(self.compute_bytes)}")
         if self.image_cache_bytes:
@@ -429,7 +432,8 @@ def check_fit(
                 )
         return
     raise InsufficientMemoryError(
-        f"{estimate.shape.name} needs about {fmt_bytes(need(estimate))} ({estimate.breakdown()}) but only "
+        f"{estimate.shape.name} needs about {fmt_bytes(need(estimate))} "
+        f"({estimate.breakdown()}) but only "
         f"{fmt_bytes(have)} of {where} is available: try {_suggestions(estimate, fits)}"
     )
 

@@ -83,7 +83,9 @@ def write_text_gguf(
     w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(n_vocab)])
     w.add_array("tokenizer.ggml.merges", ["t 1"])
     if chat_template:
-        w.add_string("tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}")
+        w.add_string(
+            "tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}"
+        )
 
     def weight(name: str, rows: int, cols: int) -> None:
         if weight_type == GGMLQuantizationType.F16:

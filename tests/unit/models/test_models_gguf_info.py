@@ -19,8 +19,16 @@ from vlmserve.models.gguf_info import (
 
 def test_text_fields(tmp_path: Path) -> None:
     p = write_text_gguf(
-        tmp_path / "m.gguf", n_embd=256, n_layer=3, n_head=4, n_head_kv=2, head_dim=64,
-        n_ff=512, n_vocab=100, context_length=8192, rope_sections=[8, 12, 12, 0],
+        tmp_path / "m.gguf",
+        n_embd=256,
+        n_layer=3,
+        n_head=4,
+        n_head_kv=2,
+        head_dim=64,
+        n_ff=512,
+        n_vocab=100,
+        context_length=8192,
+        rope_sections=[8, 12, 12, 0],
     )
     info = read_gguf_info(p)
     assert info.architecture == "qwen3vl"
@@ -43,12 +51,16 @@ def test_text_fields(tmp_path: Path) -> None:
 
 def test_quant_name_from_file_type_and_from_tensors(tmp_path: Path) -> None:
     q = write_text_gguf(
-        tmp_path / "q.gguf", weight_type=GGMLQuantizationType.Q4_K,
+        tmp_path / "q.gguf",
+        weight_type=GGMLQuantizationType.Q4_K,
         file_type=LlamaFileType.MOSTLY_Q4_K_M,
     )
     assert read_gguf_info(q).file_type == "Q4_K_M"
-    for ft, name in ((LlamaFileType.MOSTLY_Q5_K_S, "Q5_K_S"), (LlamaFileType.MOSTLY_Q8_0, "Q8_0"),
-                     (LlamaFileType.ALL_F32, "F32")):
+    for ft, name in (
+        (LlamaFileType.MOSTLY_Q5_K_S, "Q5_K_S"),
+        (LlamaFileType.MOSTLY_Q8_0, "Q8_0"),
+        (LlamaFileType.ALL_F32, "F32"),
+    ):
         p = write_text_gguf(tmp_path / f"{name}.gguf", file_type=ft)
         assert read_gguf_info(p).file_type == name
     bare = write_text_gguf(
@@ -129,7 +141,12 @@ def test_truncated(tmp_path: Path, cut: str) -> None:
     """Cut off the last byte of tensor data, half the file, or inside the header."""
     p = write_text_gguf(tmp_path / "model.gguf")
     data = p.read_bytes()
-    keep = {"last-byte": len(data) - 1, "half": len(data) // 2, "in-header": 600, "in-first-key": 40}
+    keep = {
+        "last-byte": len(data) - 1,
+        "half": len(data) // 2,
+        "in-header": 600,
+        "in-first-key": 40,
+    }
     p.write_bytes(data[: keep[cut]])
     with pytest.raises(ModelLoadError, match=r"model.gguf is truncated") as ei:
         read_gguf_info(p)
@@ -168,7 +185,9 @@ def test_swapped_files(gguf_pair: tuple[Path, Path]) -> None:
 
 def test_mmproj_not_clip(tmp_path: Path) -> None:
     p = write_text_gguf(tmp_path / "other.gguf")
-    with pytest.raises(ModelLoadError, match=r"other.gguf is not a vision projector.*expected clip"):
+    with pytest.raises(
+        ModelLoadError, match=r"other.gguf is not a vision projector.*expected clip"
+    ):
         validate_mmproj(read_gguf_info(p))
 
 
@@ -180,7 +199,9 @@ def test_mmproj_without_vision_encoder(tmp_path: Path) -> None:
 
 def test_wrong_projector_type(tmp_path: Path) -> None:
     p = write_mmproj_gguf(tmp_path / "q25.gguf", projector_type="qwen2vl_merger")
-    with pytest.raises(ModelLoadError, match=r"projector type 'qwen2vl_merger', expected 'qwen3vl_merger'"):
+    with pytest.raises(
+        ModelLoadError, match=r"projector type 'qwen2vl_merger', expected 'qwen3vl_merger'"
+    ):
         validate_mmproj(read_gguf_info(p))
 
 
@@ -189,7 +210,9 @@ def test_wrong_projector_type(tmp_path: Path) -> None:
 )
 def test_missing_crash_tensors(tmp_path: Path, tensor: str) -> None:
     p = write_mmproj_gguf(tmp_path / "mmproj.gguf", omit_tensors=(tensor,))
-    with pytest.raises(ModelLoadError, match=rf"mmproj.gguf lacks tensor\(s\) {tensor}: llama.cpp would crash"):
+    with pytest.raises(
+        ModelLoadError, match=rf"mmproj.gguf lacks tensor\(s\) {tensor}: llama.cpp would crash"
+    ):
         validate_mmproj(read_gguf_info(p))
 
 
@@ -202,7 +225,9 @@ def test_missing_vision_key(tmp_path: Path) -> None:
 def test_rope_sections_too_large(tmp_path: Path) -> None:
     # head dim 64 -> at most 32 rotary pairs
     p = write_text_gguf(tmp_path / "model.gguf", head_dim=64, rope_sections=[24, 20, 20, 0])
-    with pytest.raises(ModelLoadError, match=r"rope sections \[24, 20, 20, 0\] summing to 64.*abort"):
+    with pytest.raises(
+        ModelLoadError, match=r"rope sections \[24, 20, 20, 0\] summing to 64.*abort"
+    ):
         validate_text_model(read_gguf_info(p))
 
 
@@ -231,8 +256,11 @@ def test_mmproj_from_another_model(tmp_path: Path) -> None:
 def test_deepstack_mismatch(tmp_path: Path) -> None:
     model = write_text_gguf(tmp_path / "model.gguf", n_deepstack=3)
     mmproj = write_mmproj_gguf(tmp_path / "mmproj.gguf", deepstack_layers=(5, 11))
-    with pytest.raises(ModelLoadError, match=r"does not belong to model.gguf: it has 2 deepstack layers, "
-                                             r"the model expects 3"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"does not belong to model.gguf: it has 2 deepstack layers, "
+        r"the model expects 3",
+    ):
         validate_model_pair(model, mmproj)
 
 

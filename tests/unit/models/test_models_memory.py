@@ -26,8 +26,15 @@ from vlmserve.models.memory import (
 
 # The real Qwen3-VL-8B-Instruct text shape.
 REAL_8B = dict(
-    n_embd=4096, n_layer=36, n_head=32, n_head_kv=8, head_dim=128, n_ff=12288,
-    context_length=262144, rope_sections=[24, 20, 20, 0], n_vocab=1000,
+    n_embd=4096,
+    n_layer=36,
+    n_head=32,
+    n_head_kv=8,
+    head_dim=128,
+    n_ff=12288,
+    context_length=262144,
+    rope_sections=[24, 20, 20, 0],
+    n_vocab=1000,
 )
 
 
@@ -69,8 +76,13 @@ def test_estimate_parts_add_up(tmp_path: Path) -> None:
     assert est.mmproj_bytes == mmproj.tensor_data_bytes
     assert est.image_cache_bytes == 64 * MiB
     assert est.compute_bytes > 0
-    assert est.total == (est.weights_bytes + est.mmproj_bytes + est.kv_bytes
-                         + est.compute_bytes + est.image_cache_bytes)
+    assert est.total == (
+        est.weights_bytes
+        + est.mmproj_bytes
+        + est.kv_bytes
+        + est.compute_bytes
+        + est.image_cache_bytes
+    )
     assert est.device_bytes == est.total - est.image_cache_bytes
     without_fa = estimate_memory(model, mmproj, n_ctx=1024, n_parallel=2, flash_attn=False)
     assert without_fa.compute_bytes > est.compute_bytes  # attention scores are materialized
@@ -86,10 +98,22 @@ def test_estimate_refuses_an_mmproj_as_model(tmp_path: Path) -> None:
 
 def _shape(**kw) -> ModelShape:
     base = dict(
-        name="Qwen3VL-8B-Instruct-Q8_0.gguf", file_type="Q8_0", weights_bytes=8 * GiB,
-        n_layer=36, n_embd=4096, n_ff=12288, n_head=32, n_head_kv=8, key_length=128,
-        value_length=128, n_vocab=151936, n_deepstack=3, mmproj_bytes=GiB,
-        v_embd=1152, v_ff=4304, v_heads=16,
+        name="Qwen3VL-8B-Instruct-Q8_0.gguf",
+        file_type="Q8_0",
+        weights_bytes=8 * GiB,
+        n_layer=36,
+        n_embd=4096,
+        n_ff=12288,
+        n_head=32,
+        n_head_kv=8,
+        key_length=128,
+        value_length=128,
+        n_vocab=151936,
+        n_deepstack=3,
+        mmproj_bytes=GiB,
+        v_embd=1152,
+        v_ff=4304,
+        v_heads=16,
     )
     base.update(kw)
     return ModelShape(**base)
@@ -116,10 +140,14 @@ def test_check_fit_refusal_message() -> None:
     # the suggested context really fits, and one step more does not
     ctx = int(msg.split("a shorter context (")[1].split(" tokens")[0])
     ok = AvailableMemory(ram_bytes=14 * GiB, vram_bytes=None)
-    check_fit(estimate_for_shape(_shape(), n_ctx=ctx, n_parallel=4, image_cache_bytes=512 * MiB), ok)
+    check_fit(
+        estimate_for_shape(_shape(), n_ctx=ctx, n_parallel=4, image_cache_bytes=512 * MiB), ok
+    )
     with pytest.raises(InsufficientMemoryError):
         check_fit(
-            estimate_for_shape(_shape(), n_ctx=ctx + 256, n_parallel=4, image_cache_bytes=512 * MiB),
+            estimate_for_shape(
+                _shape(), n_ctx=ctx + 256, n_parallel=4, image_cache_bytes=512 * MiB
+            ),
             ok,
         )
 
