@@ -28,10 +28,12 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmserve.errors import InsufficientMemoryError, ModelLoadError
-from vlmserve.models.gguf_info import GGUFInfo
+
+if TYPE_CHECKING:  # only annotations: keeps numpy/gguf out of `import memory` (CLI startup)
+    from vlmserve.models.gguf_info import GGUFInfo
 
 MiB = 1024**2
 GiB = 1024**3

@@ -85,6 +85,22 @@ def pick_mmproj(filenames: list[str]) -> str | None:
     return cands[0] if cands else None
 
 
+def find_mmproj_beside(model_path: Path) -> Path | None:
+    """The mmproj for ``model_path``: its folder manifest's, else ``mmproj*.gguf`` (F16 first)."""
+    folder = model_path.parent
+    try:
+        siblings = sorted(x.name for x in folder.iterdir() if x.is_file())
+    except OSError:
+        return None
+    manifest = read_manifest(folder)
+    chosen = None
+    if manifest and manifest.get("model_file") == model_path.name:
+        chosen = manifest.get("mmproj_file")
+    if chosen not in siblings:
+        chosen = pick_mmproj(siblings)
+    return folder / chosen if chosen else None
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One installed model."""
@@ -329,19 +345,13 @@ class ModelRegistry:
             raise ModelNotFoundError(
                 f"{p.name} is a vision projector (mmproj); give the text model .gguf instead"
             )
-        manifest = read_manifest(p.parent)
-        siblings = sorted(x.name for x in p.parent.iterdir() if x.is_file())
-        mmproj = None
-        if manifest and manifest.get("model_file") == p.name:
-            mmproj = manifest.get("mmproj_file")
-        if mmproj not in siblings:
-            mmproj = pick_mmproj(siblings)
+        mmproj = find_mmproj_beside(p)
         if mmproj is None and require_mmproj:
             raise ModelNotFoundError(
                 f"no mmproj*.gguf vision projector beside {p.name} in {p.parent}: copy the model's "
                 "mmproj file there"
             )
-        return p, (p.parent / mmproj if mmproj else None)
+        return p, mmproj
 
     def _checked(self, entry: ModelEntry, require_mmproj: bool) -> tuple[Path, Path | None]:
         if require_mmproj and entry.mmproj_path is None:
