@@ -17,7 +17,8 @@ Endpoints, as read from huggingface_hub's source (``hf_api.py``, ``file_download
 
 Knobs for failure tests: ``listed_sha`` (what the listing claims), ``serve_bytes``
 (what GETs really return: corruption), ``drop_after`` (on the first GET of a
-file, send only N bytes of the body then close the connection). Every request
+file, send only N bytes of the body then close the connection), ``refuse_get``
+(GETs of these files answer 403: a download that fails for good). Every request
 is recorded in ``requests`` and body bytes per file in ``bytes_served``.
 """
 
@@ -49,6 +50,7 @@ class FakeHub:
     listed_sha: dict[str, str] = field(default_factory=dict)  # overrides of the listed sha256
     serve_bytes: dict[str, bytes] = field(default_factory=dict)  # overrides of the served body
     drop_after: dict[str, int] = field(default_factory=dict)  # first GET: close after N bytes
+    refuse_get: set[str] = field(default_factory=set)  # GET answers 403 (HEAD still works)
     requests: list[Recorded] = field(default_factory=list)
     bytes_served: Counter = field(default_factory=Counter)
     _dropped: set = field(default_factory=set)
@@ -181,6 +183,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _file(self, name: str, head: bool) -> None:
         fake = self.fake
+        if not head and name in fake.refuse_get:
+            body = b"forbidden"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         listed = fake.files[name]
         body = fake.serve_bytes.get(name, listed)
         etag = fake.sha256(name)

@@ -278,3 +278,101 @@ def test_choose_files_errors() -> None:
         choose_files(_listing("X-Q4_K_M.gguf"), "Q4_K_M", "r/x")
     with pytest.raises(PullError, match="r/x has no Q4_K_M GGUF; it offers: no text-model"):
         choose_files(_listing("mmproj-X-F16.gguf", "README.md"), "Q4_K_M", "r/x")
+
+
+# ------------------------------------------------------------------ resuming, updating
+
+
+def test_failed_pull_keeps_finished_files_for_the_next_run(hub, tmp_path: Path) -> None:
+    h = hub(refuse_get={MMPROJ})
+    models = tmp_path / "models"
+    r = run_cli(["pull", "--dir", str(models), "-q"], h.url, tmp_path)
+    assert r.returncode == 1
+    line = _one_line_error(r.stderr)
+    assert f"download of {MMPROJ} failed (HTTP 403" in line
+    assert "run the same pull again to resume" in line
+    assert ModelRegistry(models).list_models() == []  # a partial pull is not a model
+    assert ModelRegistry(models).partial_downloads() == [models / f".partial-{NAME}"]
+
+    h.refuse_get.clear()
+    r = run_cli(["pull", "--dir", str(models), "-q"], h.url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(h.gets(MODEL)) == 1  # the model file finished in the first run is reused
+    assert ModelRegistry(models).get(NAME).model_path.read_bytes() == h.files[MODEL]
+    assert ModelRegistry(models).partial_downloads() == []
+
+
+def test_new_revision_replaces_the_installed_files(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = hub()
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    models = tmp_path / "models"
+    pull_model(models_dir=models, progress=False)
+    ModelRegistry(models).set_default(NAME)
+    h.commit = "f" * 40
+    h.files[MODEL] = os.urandom(310_000)
+    entry = pull_model(models_dir=models, progress=False)
+    assert entry.revision == "f" * 40 and entry.is_default  # the default flag survives
+    assert entry.model_path.read_bytes() == h.files[MODEL]
+    assert [p.name for p in models.iterdir()] == [NAME]
+
+
+def test_folder_holding_another_model_is_not_overwritten(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlmserve.errors import PullError
+
+    h = hub()
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    models = tmp_path / "models"
+    (models / NAME).mkdir(parents=True)
+    (models / NAME / "mine.gguf").write_bytes(b"x")
+    with pytest.raises(PullError, match="already exists and holds another model"):
+        pull_model(models_dir=models, progress=False)
+    assert (models / NAME / "mine.gguf").exists()
+
+
+# ------------------------------------------------------------------ ModelScope fallback
+
+
+STUB_MODELSCOPE = Path(__file__).resolve().parent / "stub_modelscope"
+
+
+def test_auto_falls_back_to_modelscope_when_hf_is_unreachable(tmp_path: Path) -> None:
+    """HF refuses connections; the (stand-in) ModelScope client serves the repo."""
+    ms_root = tmp_path / "modelscope-repos"
+    repo_dir = ms_root / REPO
+    repo_dir.mkdir(parents=True)
+    files = _repo_files()
+    for name, data in files.items():
+        (repo_dir / name).write_bytes(data)
+    models = tmp_path / "models"
+    r = run_cli(
+        ["pull", "--dir", str(models)],
+        f"http://127.0.0.1:{closed_port()}",
+        tmp_path,
+        PYTHONPATH=f"{SRC}{os.pathsep}{STUB_MODELSCOPE}",
+        STUB_MODELSCOPE_ROOT=str(ms_root),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "listing Qwen/Qwen3-VL-8B-Instruct-GGUF on ModelScope" in r.stderr
+    entry = ModelRegistry(models).get(NAME)
+    assert entry.source == "modelscope" and entry.mmproj_path.name == MMPROJ
+    manifest = json.loads((entry.folder / MANIFEST_NAME).read_text())
+    # This ModelScope listing carries no checksums: they are computed and marked so.
+    rec = {f["name"]: f for f in manifest["files"]}
+    assert rec[MODEL]["sha256"] == hashlib.sha256(files[MODEL]).hexdigest()
+    assert rec[MODEL]["sha256_from_hub"] is False
+
+
+def test_modelscope_source_without_the_package(tmp_path: Path) -> None:
+    r = run_cli(
+        ["pull", "--source", "modelscope", "--dir", str(tmp_path / "m"), "-q"],
+        "http://127.0.0.1:9",
+        tmp_path,
+    )
+    assert r.returncode == 1
+    line = _one_line_error(r.stderr)
+    assert "ModelScope: the modelscope package is not installed" in line
+    assert "https://modelscope.cn/models/Qwen/Qwen3-VL-8B-Instruct-GGUF/files" in line
