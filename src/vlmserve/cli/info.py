@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time to keep `vlmserve --help` fast
+    from vlmserve.models.gguf_info import GGUFInfo
+    from vlmserve.models.memory import AvailableMemory, MemoryEstimate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +121,13 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def _describe(model, mmproj, estimate, available, problem) -> list[str]:  # noqa: ANN001
+def _describe(
+    model: GGUFInfo,
+    mmproj: GGUFInfo | None,
+    estimate: MemoryEstimate | None,
+    available: AvailableMemory,
+    problem: str | None,
+) -> list[str]:
     from vlmserve.models.memory import fmt_bytes
 
     lines = [f"model      {model.path}"]
@@ -167,7 +177,7 @@ def _describe(model, mmproj, estimate, available, problem) -> list[str]:  # noqa
     return lines
 
 
-def _file_lines(info) -> list[str]:  # noqa: ANN001
+def _file_lines(info: GGUFInfo) -> list[str]:
     from vlmserve.models.memory import fmt_bytes
 
     quant = info.file_type or "unknown"
@@ -182,7 +192,7 @@ def _file_lines(info) -> list[str]:  # noqa: ANN001
     ]
 
 
-def _vision_lines(info) -> list[str]:  # noqa: ANN001
+def _vision_lines(info: GGUFInfo) -> list[str]:
     v = info.vision
     if v is None:
         return []

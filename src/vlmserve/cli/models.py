@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time to keep `vlmserve --help` fast
+    from vlmserve.models.registry import ModelRegistry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     default.set_defaults(func=run_default)
 
 
-def _registry(args: argparse.Namespace):  # noqa: ANN202
+def _registry(args: argparse.Namespace) -> ModelRegistry:
     from vlmserve.models.registry import ModelRegistry, default_models_dir
 
     return ModelRegistry(args.dir if args.dir is not None else default_models_dir())

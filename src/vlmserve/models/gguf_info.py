@@ -159,13 +159,13 @@ class _CheckedReader(GGUFReader):
     stock one silently returns a short slice past the end of the memory map.
     """
 
-    def _get(self, offset, dtype, count=1, override_order=None):  # noqa: ANN001, ANN202
+    def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
         end = int(offset) + np.dtype(dtype).itemsize * int(count)
         if end > self.data.shape[0]:
             raise _Truncated(end, int(self.data.shape[0]))
         return super()._get(offset, dtype, count, override_order)
 
-    def _get_field_parts(self, orig_offs, raw_type):  # noqa: ANN001, ANN202
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
         """Parse arrays in bulk instead of one numpy view per element.
 
         The stock parser builds a numpy array for every element of every array,

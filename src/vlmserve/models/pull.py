@@ -325,7 +325,9 @@ def _download(plan: PullPlan, f: RemoteFile, staging: Path, progress: bool) -> P
         with _hf_errors():
             return Path(hf_hub_download(**kwargs))
     try:
-        from modelscope.hub.file_download import model_file_download  # type: ignore[import-not-found]
+        from modelscope.hub.file_download import (  # type: ignore[import-not-found]
+            model_file_download,
+        )
     except ImportError:
         raise _SourceUnavailable("the modelscope package is not installed") from None
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class HubApi:
-    def get_model_files(self, model_id, revision=None, root=None, recursive=True, **kwargs):  # noqa: ANN001, ANN201
+    def get_model_files(self, model_id, revision=None, root=None, recursive=True, **kwargs):
         repo = Path(os.environ["STUB_MODELSCOPE_ROOT"]) / model_id
         if not repo.is_dir():
             raise ValueError(f"model {model_id} not found")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def model_file_download(
     model_id, file_path, revision=None, *, cache_dir=None, local_dir=None, **kw
-):  # noqa: ANN001, ANN201
+):
     src = Path(os.environ["STUB_MODELSCOPE_ROOT"]) / model_id / file_path
     dst = Path(local_dir) / file_path
     dst.parent.mkdir(parents=True, exist_ok=True)
