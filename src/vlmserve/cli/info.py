@@ -18,7 +18,17 @@ if TYPE_CHECKING:  # imported lazily at run time to keep `vlmserve --help` fast
     from vlmserve.models.memory import AvailableMemory, MemoryEstimate
 
 
+def _serve_defaults() -> dict[str, Any]:
+    # The estimate defaults to what `vlmserve serve` would allocate by default.
+    from dataclasses import fields
+
+    from vlmserve.config import EngineConfig
+
+    return {f.name: f.default for f in fields(EngineConfig)}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    d = _serve_defaults()
     p = subparsers.add_parser(
         "info",
         help="describe a GGUF model (+ mmproj) and the memory it needs",
@@ -31,10 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="a .gguf file, a model folder, or a model name")
     p.add_argument("--mmproj", type=Path, default=None, help="the vision projector GGUF")
     p.add_argument(
-        "--ctx", type=int, default=4096, help="context per slot, in tokens (default 4096)"
+        "--ctx",
+        type=int,
+        default=d["n_ctx_per_slot"],
+        help=f"context per slot, in tokens (default {d['n_ctx_per_slot']}, as serve)",
     )
-    p.add_argument("--parallel", type=int, default=1, help="slots (default 1)")
-    p.add_argument("--image-cache-mb", type=int, default=0, help="image cache budget (default 0)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=d["n_parallel"],
+        help=f"slots (default {d['n_parallel']}, as serve)",
+    )
+    p.add_argument(
+        "--image-cache-mb",
+        type=int,
+        default=d["image_cache_mb"],
+        help=f"image cache budget in MiB (default {d['image_cache_mb']}, as serve)",
+    )
     p.add_argument("--no-flash-attn", action="store_true", help="estimate without flash attention")
     p.add_argument("--dir", type=Path, default=None, help="models folder, to resolve a model name")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -25,6 +25,7 @@ Hugging Face first, then ModelScope when Hugging Face cannot be reached.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
@@ -150,19 +151,25 @@ def pull_model(
 
     lock = _lock(root / f"{STAGING_PREFIX}{plan.name}.lock")
     with lock:
-        staging = _prepare_staging(root / f"{STAGING_PREFIX}{plan.name}", plan)
-        _check_disk(root, plan, staging)
-        for f in plan.files:
-            say(f"downloading {f.name} ({fmt_bytes(f.size)}) from {_source_label(plan.source)}")
-            try:
-                path = _download(plan, f, staging, progress)
-            except _SourceUnavailable as exc:
-                raise PullError(
-                    f"download of {f.name} failed ({exc}); run the same pull again to resume, "
-                    f"or {_manual_hint(plan.repo, plan.quant, final, plan.source, plan.files)}"
-                ) from None
-            _verify(path, f, staging, progress, say)
-        _install(staging, final, plan)
+        try:
+            staging = _prepare_staging(root / f"{STAGING_PREFIX}{plan.name}", plan)
+            _check_disk(root, plan, staging)
+            for f in plan.files:
+                source = _source_label(plan.source)
+                say(f"downloading {f.name} ({fmt_bytes(f.size)}) from {source}")
+                try:
+                    path = _download(plan, f, staging, progress)
+                except _SourceUnavailable as exc:
+                    hint = _manual_hint(plan.repo, plan.quant, final, plan.source, plan.files)
+                    raise PullError(
+                        f"download of {f.name} failed ({exc}); "
+                        f"run the same pull again to resume, or {hint}"
+                    ) from None
+                _verify(path, f, staging, progress, say)
+            _install(staging, final, plan)
+        except OSError as exc:  # local file-system trouble: permissions, disk full, races
+            where = exc.filename or root
+            raise PullError(f"cannot write the model into {where}: {exc.strerror or exc}") from None
     say(f"installed {plan.name} in {final}")
     return ModelRegistry(root).get(plan.name)
 
@@ -372,6 +379,8 @@ def _hf_errors() -> Iterator[None]:
     except _transport_errors() as exc:
         raise _SourceUnavailable(f"{_endpoint_label()}: {_short(exc)}") from None
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise PullError(f"the disk filled up while downloading: {_short(exc)}") from None
         # huggingface_hub's size-consistency check, and local disk errors (ENOSPC).
         raise _SourceUnavailable(_short(exc)) from None
 

@@ -64,7 +64,8 @@ def test_info_text_and_json(tmp_path: Path, capsys) -> None:
     assert "memory at 2048 tokens x 2 slots (4096 KV cells" in out
     assert "projector      qwen3vl_merger" in out  # the mmproj beside it was found
 
-    assert main(["info", "alpha", "--dir", str(tmp_path), "--json", "--ctx", "1024"]) == 0
+    args = ["--json", "--ctx", "1024", "--parallel", "1", "--image-cache-mb", "0"]
+    assert main(["info", "alpha", "--dir", str(tmp_path), *args]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"]["architecture"] == "qwen3vl"
     assert data["mmproj"]["vision"]["projector_type"] == "qwen3vl_merger"
