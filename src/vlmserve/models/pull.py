@@ -461,7 +461,14 @@ def sha256_file(path: Path, progress: bool = False) -> str:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"verify {path.name}")
+        # disable=None: shown on a terminal only, like huggingface_hub's download bars.
+        bar = tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"verify {path.name}",
+            disable=None,
+        )
     try:
         with path.open("rb") as f:
             while chunk := f.read(_HASH_CHUNK):
