@@ -155,8 +155,8 @@ def pull_model(
             staging = _prepare_staging(root / f"{STAGING_PREFIX}{plan.name}", plan)
             _check_disk(root, plan, staging)
             for f in plan.files:
-                source = _source_label(plan.source)
-                say(f"downloading {f.name} ({fmt_bytes(f.size)}) from {source}")
+                hub_label = _source_label(plan.source)
+                say(f"downloading {f.name} ({fmt_bytes(f.size)}) from {hub_label}")
                 try:
                     path = _download(plan, f, staging, progress)
                 except _SourceUnavailable as exc:

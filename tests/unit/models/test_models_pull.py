@@ -53,6 +53,29 @@ def hub():
         h.stop()
 
 
+@pytest.fixture
+def hf_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Point an in-process pull at a fake hub, and keep huggingface_hub off the real one.
+
+    pull reads HF_ENDPOINT at call time. huggingface_hub itself froze its settings
+    at import: its cache folder is moved to tmp, and its agent-harness registry
+    (fetched once a day from the default endpoint) is pre-seeded empty so the
+    client does not contact the real Hub during the test.
+    """
+    from huggingface_hub import constants
+
+    def point_at(url: str) -> None:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        if hasattr(constants, "AGENT_HARNESSES_PATH"):
+            seeded = tmp_path / "agent-harnesses.json"
+            seeded.write_text(json.dumps({"standardEnvVars": [], "harnesses": {}}))
+            monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(seeded))
+
+    return point_at
+
+
 def run_cli(args: list[str], endpoint: str, tmp_path: Path, **extra_env: str):
     env = {
         k: v
@@ -83,9 +106,7 @@ def _one_line_error(stderr: str) -> str:
     return errors[0]
 
 
-def test_pull_installs_and_registry_lists_it(
-    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pull_installs_and_registry_lists_it(hub, tmp_path: Path, hf_env) -> None:
     h = hub()
     models = tmp_path / "models"
     r = run_cli(["pull", "--dir", str(models), "-q"], h.url, tmp_path)
@@ -116,7 +137,7 @@ def test_pull_installs_and_registry_lists_it(
     assert json.loads(listing.stdout)[0]["name"] == NAME
 
     # Pulling again (through the API, in process) finds it installed and downloads nothing.
-    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    hf_env(h.url)
     before = len(h.requests)
     entry_again = pull_model(models_dir=models, progress=False)
     assert entry_again.name == NAME
@@ -163,7 +184,7 @@ def test_corrupted_file_is_rejected_and_nothing_left(hub, tmp_path: Path) -> Non
     assert ModelRegistry(models).list_models() == []
 
 
-def test_full_disk(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_full_disk(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, hf_env) -> None:
     """Simulated honestly by lying about free space to this process only.
 
     A tiny filesystem cannot be mounted here, so ``shutil.disk_usage`` is replaced
@@ -179,8 +200,7 @@ def test_full_disk(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys)
     h = hub()
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 50_000, 50_000))
-    monkeypatch.setenv("HF_ENDPOINT", h.url)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hf_env(h.url)
     models = tmp_path / "models"
     rc = main(["pull", "--dir", str(models), "-q"])
     assert rc == 1
@@ -302,11 +322,9 @@ def test_failed_pull_keeps_finished_files_for_the_next_run(hub, tmp_path: Path) 
     assert ModelRegistry(models).partial_downloads() == []
 
 
-def test_new_revision_replaces_the_installed_files(
-    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_new_revision_replaces_the_installed_files(hub, tmp_path: Path, hf_env) -> None:
     h = hub()
-    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    hf_env(h.url)
     models = tmp_path / "models"
     pull_model(models_dir=models, progress=False)
     ModelRegistry(models).set_default(NAME)
@@ -318,13 +336,11 @@ def test_new_revision_replaces_the_installed_files(
     assert [p.name for p in models.iterdir()] == [NAME]
 
 
-def test_folder_holding_another_model_is_not_overwritten(
-    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_folder_holding_another_model_is_not_overwritten(hub, tmp_path: Path, hf_env) -> None:
     from vlmserve.errors import PullError
 
     h = hub()
-    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    hf_env(h.url)
     models = tmp_path / "models"
     (models / NAME).mkdir(parents=True)
     (models / NAME / "mine.gguf").write_bytes(b"x")
