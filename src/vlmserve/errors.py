@@ -73,3 +73,17 @@ class EngineError(VlmserveError):
 
     http_status = 500
     code = "engine_error"
+
+
+class InsufficientMemoryError(VlmserveError):
+    """The model, its KV cache and buffers would not fit in the memory available."""
+
+    http_status = 507
+    code = "insufficient_memory"
+
+
+class PullError(VlmserveError):
+    """A model download failed: hub unreachable, file missing, disk full, bad checksum."""
+
+    http_status = 502
+    code = "pull_error"

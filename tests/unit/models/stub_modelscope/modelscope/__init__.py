@@ -1,0 +1,1 @@
+"""Test stand-in for the modelscope package (see ../README.md)."""
