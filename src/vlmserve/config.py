@@ -65,6 +65,7 @@ class EngineConfig:
     use_mmap: bool = True
     seed: int = 0  # default seed for requests that give none and sample
     prefix_cache: bool = True
+    check_memory: bool = True  # refuse to load what would not fit (see engine.preflight)
 
     def __post_init__(self) -> None:
         _require(self.n_ctx_per_slot >= 256, "context per slot must be >= 256 tokens")

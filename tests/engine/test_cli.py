@@ -17,8 +17,11 @@ CLI = [sys.executable, "-m", "vlmserve.cli.main"]
 
 def vlmserve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
+    import tempfile
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMSERVE_")}
+    # an empty models folder: the user's own models must not change what the tests see
+    full_env["VLMSERVE_HOME"] = tempfile.mkdtemp(prefix="vlmserve-home-")
     full_env.update(env or {})
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300,
                           env=full_env)
@@ -97,13 +100,50 @@ def test_no_model_says_how_to_get_one(photo):
 
 def test_missing_model_file(demo_dir, photo, tmp_path):
     res = vlmserve("describe", "--model", tmp_path / "nope.gguf", photo)
-    assert_one_line_error(res, "not found", "nope.gguf")
+    assert_one_line_error(res, "no such file", "nope.gguf")
 
 
-def test_not_a_gguf_file(photo, tmp_path):
+def test_not_a_gguf_file(demo_dir, photo, tmp_path):
     bad = tmp_path / "model.gguf"
     bad.write_text("this is not a model\n")
-    assert_one_line_error(vlmserve("describe", "--model", bad, photo), "GGUF")
+    res = vlmserve("describe", "--model", bad, "--mmproj", demo_dir / "mmproj.gguf", photo)
+    assert_one_line_error(res, "GGUF")
+
+
+def test_model_without_its_mmproj_is_named(photo, demo_dir, tmp_path):
+    lone = tmp_path / "model.gguf"
+    lone.write_bytes((demo_dir / "model.gguf").read_bytes())
+    assert_one_line_error(vlmserve("describe", "--model", lone, photo), "mmproj")
+
+
+@pytest.mark.parametrize("missing", ["v.patch_embd.bias", "v.patch_embd.weight.1"])
+def test_mmproj_that_would_crash_llama_cpp_is_refused(demo_dir, photo, tmp_path, missing):
+    """llama.cpp aborts/segfaults on these; the preflight must refuse them first."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(demo_dir / "mmproj.gguf")
+    writer = gguf.GGUFWriter(tmp_path / "mmproj.gguf", "clip")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value = field.contents()
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            writer.add_array(field.name, value)
+        else:
+            writer.add_key_value(field.name, value, vtype)
+    for t in reader.tensors:
+        if t.name != missing:
+            shape = tuple(reversed([int(x) for x in t.shape]))
+            writer.add_tensor(t.name, np.array(t.data).reshape(shape), raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    res = vlmserve("describe", "--model", demo_dir / "model.gguf", "--mmproj",
+                   tmp_path / "mmproj.gguf", photo)
+    assert_one_line_error(res, missing)
 
 
 def test_truncated_gguf(demo_dir, photo, tmp_path):

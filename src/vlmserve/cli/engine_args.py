@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlmserve.config import EngineConfig
 from vlmserve.errors import ModelNotFoundError
+from vlmserve.models.registry import ModelRegistry, default_models_dir
 
 HOW_TO_GET_A_MODEL = (
     "no model given and none found: pass --model FILE.gguf --mmproj MMPROJ.gguf (or set "
@@ -31,17 +32,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-min-tokens", type=int, default=0, help="floor on vision tokens")
 
 
-def resolve_model_paths(model: str | None, mmproj: str | None) -> tuple[Path, Path | None]:
-    """Flags, then environment, then the local models folder; else a clear error."""
+def resolve_model_paths(model: str | None, mmproj: str | None) -> tuple[Path, Path]:
+    """Flags, then environment, then the local models folder's default; else a clear error.
+
+    ``model`` may be a .gguf path, a model folder, or a name from ``vlmserve models``.
+    """
     model = model or os.environ.get("VLMSERVE_MODEL")
     mmproj = mmproj or os.environ.get("VLMSERVE_MMPROJ")
-    if not model:
-        raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
-    model_path = Path(model).expanduser()
+    registry = ModelRegistry(default_models_dir())
     if mmproj:
+        model_path, _ = registry.resolve(model, require_mmproj=False) if model else (None, None)
+        if model_path is None:
+            raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
         return model_path, Path(mmproj).expanduser()
-    beside = sorted(model_path.parent.glob("mmproj*.gguf")) if model_path.is_file() else []
-    return model_path, (beside[0] if beside else None)
+    if not model and not registry.list_models():
+        raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
+    return registry.resolve(model)
 
 
 def engine_config_from_args(args: argparse.Namespace, n_parallel: int = 1,

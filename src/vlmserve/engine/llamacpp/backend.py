@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +101,11 @@ class BatchToken:
     token: int
     pos: int
     logits: bool
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, ...)."""
+    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def _file_identity(path: Path) -> str:
@@ -199,7 +203,7 @@ class LlamaBackend:
             mmproj_id=_file_identity(cfg.mmproj_path) if cfg.mmproj_path else "",
             vision=self._mtmd is not None,
             uses_mrope=bool(self._mtmd and mtmd_cpp.mtmd_decode_use_mrope(self._mtmd)),
-            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+            gpu_offload=gpu_offload_supported(),
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace"),
         )
 
@@ -366,13 +370,3 @@ class LlamaBackend:
             llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
             raise EngineError(f"could not truncate sequence {seq_id} at {pos}")
 
-
-def preflight(config: EngineConfig) -> None:
-    """Cheap checks before llama.cpp sees the files (some bad files abort the process)."""
-    for label, path in (("model", config.model_path), ("mmproj", config.mmproj_path)):
-        if path is None:
-            continue
-        if not path.exists():
-            raise ModelLoadError(f"{label} file not found: {path}")
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise ModelLoadError(f"{label} file is not a readable file: {path}")
