@@ -97,3 +97,16 @@ def test_choose_slot_prefers_longest_prefix_then_least_recently_used():
     free = [(0, [9], 5.0), (1, [1, 2, 3], 9.0), (2, [], 1.0)]
     assert choose_slot(free, prompt).slot_index == 1
     assert choose_slot([(0, [], 5.0), (2, [], 1.0)], prompt).slot_index == 2
+
+
+def test_slot_cell_count_tracks_its_cached_units():
+    from vlmserve.engine.slots import Slot
+
+    slot = Slot(0)
+    img = ImageUnit("h", n_tokens=576, n_pos=24)
+    slot.add([1, 2, img, 3])
+    assert slot.cells == 579
+    slot.keep(2)
+    assert slot.cells == 2 and slot.cached == [1, 2]
+    slot.keep(0)
+    assert slot.cells == 0 and slot.cached == []

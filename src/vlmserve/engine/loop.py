@@ -205,7 +205,7 @@ class EngineLoop:
         reused = choice.reused_units if self.prefix_cache else 0
         pos = position_after(job.units, reused)
         self.backend.seq_truncate(slot.index, pos)
-        del slot.cached[reused:]
+        slot.keep(reused)
         job.cursor, job.n_past = reused, pos
         job.cached_tokens = cells_in(job.units, reused)
         self.counters.prefix_tokens_reused += job.cached_tokens
@@ -234,7 +234,7 @@ class EngineLoop:
         except VlmserveError as exc:
             self._fail_slot(slot, exc.message)
             return
-        slot.cached.append(unit)
+        slot.add([unit])
         job.cursor += 1
 
     def _decode(self, decode: tuple[int, ...], prefill: tuple[tuple[int, int], ...]) -> None:
@@ -264,13 +264,13 @@ class EngineLoop:
         self.counters.observe_batch(len(batch))
         for idx in decode:  # their pending token is now in KV
             slot = self.slots[idx]
-            slot.cached.append(slot.job.pending_token)
+            slot.add([slot.job.pending_token])
             slot.job.n_past += 1
             slot.job.pending_token = None
         for idx, n in prefill:
             slot = self.slots[idx]
             job = slot.job
-            slot.cached.extend(job.units[job.cursor:job.cursor + n])
+            slot.add(job.units[job.cursor:job.cursor + n])
             job.cursor += n
             job.n_past += n
             self.counters.prompt_tokens_processed += n
@@ -333,7 +333,7 @@ class EngineLoop:
 
     def _fail_slot(self, slot: Slot, message: str) -> None:
         """A llama.cpp call failed for this slot: its KV is unknown, so clear it."""
-        slot.cached.clear()
+        slot.keep(0)
         try:
             self.backend.seq_truncate(slot.index, 0)
         except VlmserveError:

@@ -76,14 +76,25 @@ class Job:
 
 @dataclass
 class Slot:
-    """One sequence in the llama context and what its KV holds."""
+    """One sequence in the llama context and what its KV holds.
+
+    ``cached`` lists the units whose KV is valid, in order; change it only
+    through ``keep``/``add`` so the cell count (read on every generated token)
+    stays O(1).
+    """
 
     index: int  # == llama seq_id
     state: SlotState = SlotState.IDLE
-    cached: list[Unit] = field(default_factory=list)  # units whose KV is valid, in order
+    cached: list[Unit] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
     job: Job | None = None
+    cells: int = 0  # KV cells held == cells_in(cached)
 
-    @property
-    def cells(self) -> int:
-        return cells_in(self.cached)
+    def keep(self, n_units: int) -> None:
+        """Keep only the first ``n_units`` cached units (0: forget everything)."""
+        self.cells -= cells_in(self.cached[n_units:])
+        del self.cached[n_units:]
+
+    def add(self, units: list[Unit]) -> None:
+        self.cached.extend(units)
+        self.cells += cells_in(units)
