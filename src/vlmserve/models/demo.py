@@ -59,6 +59,11 @@ class DemoShape:
             raise ValueError("rope sections must sum to head_dim / 2")
         if self.v_embd % self.v_head or (self.v_embd // self.v_head) % 4:
             raise ValueError("vision head dim must be a multiple of 4 (M-RoPE sections)")
+        if self.n_layer <= len(self.v_deepstack):
+            # llama.cpp's qwen3vl graph adds a deepstack input (one row per token) after
+            # the last layer kept only the output rows: GGML_ASSERT(ggml_can_repeat)
+            # aborts the process at the first decode that wants fewer outputs than tokens.
+            raise ValueError("the text model needs more layers than deepstack layers")
 
 
 # Named sizes. "8b-layers" has the real Qwen3-VL-8B per-layer dimensions (text
@@ -115,16 +120,21 @@ class _Weights:
         return np.ones(n, dtype=np.float32)
 
 
-def write_demo_model(out_dir: str | Path, size: str = "tiny", seed: int = 0,
+def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: int = 0,
                      quant: str | None = None) -> DemoModelFiles:
     """Write ``model.gguf`` and ``mmproj.gguf`` into ``out_dir``; return their paths.
 
+    ``size`` names one of :data:`SHAPES` or is a :class:`DemoShape` itself
+    (e.g. ``dataclasses.replace(SHAPES["8b-layers"], n_layer=2)``).
     ``quant`` ("Q8_0", "Q4_K_M", ...) additionally quantizes the text model with
     llama.cpp's own quantizer (the F16 original is replaced).
     """
-    if size not in SHAPES:
+    if isinstance(size, DemoShape):
+        shape = size
+    elif size in SHAPES:
+        shape = SHAPES[size]
+    else:
         raise VlmserveError(f"unknown demo model size {size!r}; choose one of {', '.join(SHAPES)}")
-    shape = SHAPES[size]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = DemoModelFiles(out / TEXT_FILE, out / MMPROJ_FILE)
@@ -167,13 +177,17 @@ def write_text_header(path: str | Path, s: DemoShape, n_vocab: int | None = None
 
     The file is extended to its full length as a *sparse* file (the data reads
     as zeros and takes no disk space), so header readers (``read_gguf_info``,
-    ``estimate_memory``) see what they would see in a complete model. For
+    ``estimate_memory``) see what they would see in a complete model: for
     shapes too large to write for real, such as the 36-layer Qwen3-VL-8B
-    (16 GB in F16). Not for loading: llama.cpp would run on zero weights.
+    (16 GB in F16). With the demo tokenizer llama.cpp also loads it: all
+    weights zero, useless for generating text but exact for measuring the
+    memory llama.cpp allocates, and written in milliseconds instead of
+    seconds per GB.
 
     ``n_vocab``: rows of ``token_embd`` / ``output`` (the real Qwen3-VL
-    vocabulary has 151,936); when given, no tokenizer is written and readers
-    take the vocabulary size from ``token_embd``. Default: the demo vocabulary.
+    vocabulary has 151,936); when given, no tokenizer is written (llama.cpp
+    cannot load the file) and readers take the vocabulary size from
+    ``token_embd``. Default: the demo vocabulary and tokenizer.
     """
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), ARCH)
@@ -256,6 +270,13 @@ def _text_tensor_shapes(s: DemoShape, n_vocab: int) -> list[tuple[str, tuple[int
             (f"{p}.ffn_down.weight", (s.n_embd, s.n_ff)),
         ]
     return out
+
+
+def write_demo_mmproj(path: str | Path, s: DemoShape, seed: int = 1) -> Path:
+    """Write only the vision projector of ``s`` (random weights) to ``path``."""
+    path = Path(path)
+    _write_mmproj(path, s, seed)
+    return path
 
 
 def _write_mmproj(path: Path, s: DemoShape, seed: int) -> None:
