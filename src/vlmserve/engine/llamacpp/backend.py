@@ -208,7 +208,9 @@ class LlamaBackend:
             tparams.use_gpu = mparams.n_gpu_layers > 0 and llama_cpp.llama_supports_gpu_offload()
             tparams.n_threads = cfg.threads
             tparams.print_timings = False
-            tparams.warmup = False  # warm-up encodes a 1472px dummy image: seconds on CPU
+            # Warm-up only reserves the graph of a 1472px image (it encodes nothing): the
+            # vision compute buffer is then allocated at the first image, sized for it.
+            tparams.warmup = False
             if cfg.image_min_tokens:
                 tparams.image_min_tokens = cfg.image_min_tokens
             if cfg.image_max_tokens:
