@@ -42,6 +42,8 @@ Compute buffers are reported, not asserted: the heuristic is documented as
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,8 +100,10 @@ class Measured:
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory: pytest.TempPathFactory) -> Measured:
-    return Measured(tmp_path_factory.mktemp("memfit-8b"))
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
+    folder = tmp_path_factory.mktemp("memfit-8b")
+    yield Measured(folder)
+    shutil.rmtree(folder)  # ~400 MiB of projector (pytest keeps the last runs' tmp folders)
 
 
 def off(estimated: int, reported: int | None) -> float:
