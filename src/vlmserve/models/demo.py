@@ -18,6 +18,7 @@ stop string.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import numpy as np
 
 from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import VlmserveError
-from vlmserve.models.demo_tokenizer import TOKEN_NORMAL, build_vocabulary
+from vlmserve.models.demo_tokenizer import TOKEN_NORMAL, Vocabulary, build_vocabulary
 
 TEXT_FILE = "model.gguf"
+ARCH = "qwen3vl"  # the text model's general.architecture
 MMPROJ_FILE = "mmproj.gguf"
 
 
@@ -57,6 +59,11 @@ class DemoShape:
             raise ValueError("rope sections must sum to head_dim / 2")
         if self.v_embd % self.v_head or (self.v_embd // self.v_head) % 4:
             raise ValueError("vision head dim must be a multiple of 4 (M-RoPE sections)")
+        if self.n_layer <= len(self.v_deepstack):
+            # llama.cpp's qwen3vl graph adds a deepstack input (one row per token) after
+            # the last layer kept only the output rows: GGML_ASSERT(ggml_can_repeat)
+            # aborts the process at the first decode that wants fewer outputs than tokens.
+            raise ValueError("the text model needs more layers than deepstack layers")
 
 
 # Named sizes. "8b-layers" has the real Qwen3-VL-8B per-layer dimensions (text
@@ -113,16 +120,21 @@ class _Weights:
         return np.ones(n, dtype=np.float32)
 
 
-def write_demo_model(out_dir: str | Path, size: str = "tiny", seed: int = 0,
+def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: int = 0,
                      quant: str | None = None) -> DemoModelFiles:
     """Write ``model.gguf`` and ``mmproj.gguf`` into ``out_dir``; return their paths.
 
+    ``size`` names one of :data:`SHAPES` or is a :class:`DemoShape` itself
+    (e.g. ``dataclasses.replace(SHAPES["8b-layers"], n_layer=2)``).
     ``quant`` ("Q8_0", "Q4_K_M", ...) additionally quantizes the text model with
     llama.cpp's own quantizer (the F16 original is replaced).
     """
-    if size not in SHAPES:
+    if isinstance(size, DemoShape):
+        shape = size
+    elif size in SHAPES:
+        shape = SHAPES[size]
+    else:
         raise VlmserveError(f"unknown demo model size {size!r}; choose one of {', '.join(SHAPES)}")
-    shape = SHAPES[size]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = DemoModelFiles(out / TEXT_FILE, out / MMPROJ_FILE)
@@ -145,8 +157,63 @@ def _write_text_model(path: Path, s: DemoShape, seed: int) -> None:
     vocab = build_vocabulary(s.n_merges)
     n_vocab = len(vocab.tokens)
     w = _Weights(seed)
-    arch = "qwen3vl"
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), ARCH)
+    _add_text_metadata(writer, s)
+    _add_tokenizer(writer, vocab)
+    special = np.array([t != TOKEN_NORMAL for t in vocab.token_types])
+    for name, shape in _text_tensor_shapes(s, n_vocab):
+        if len(shape) == 1:
+            writer.add_tensor(name, w.ones(shape[0]))
+            continue
+        matrix = w.matrix(*shape)
+        if name == "output.weight":
+            matrix[special] = 0  # see module docstring: control tokens never win greedily
+        writer.add_tensor(name, matrix)
+    _finish(writer)
+
+
+def write_text_header(path: str | Path, s: DemoShape, n_vocab: int | None = None) -> Path:
+    """Write ``s``'s text GGUF with its metadata and tensor table but no tensor data.
+
+    The file is extended to its full length as a *sparse* file (the data reads
+    as zeros and takes no disk space), so header readers (``read_gguf_info``,
+    ``estimate_memory``) see what they would see in a complete model: for
+    shapes too large to write for real, such as the 36-layer Qwen3-VL-8B
+    (16 GB in F16). With the demo tokenizer llama.cpp also loads it: all
+    weights zero, useless for generating text but exact for measuring the
+    memory llama.cpp allocates, and written in milliseconds instead of
+    seconds per GB.
+
+    ``n_vocab``: rows of ``token_embd`` / ``output`` (the real Qwen3-VL
+    vocabulary has 151,936); when given, no tokenizer is written (llama.cpp
+    cannot load the file) and readers take the vocabulary size from
+    ``token_embd``. Default: the demo vocabulary and tokenizer.
+    """
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), ARCH)
+    _add_text_metadata(writer, s)
+    if n_vocab is None:
+        vocab = build_vocabulary(s.n_merges)
+        _add_tokenizer(writer, vocab)
+        n_vocab = len(vocab.tokens)
+    align = writer.data_alignment
+    data_bytes = 0
+    for name, shape in _text_tensor_shapes(s, n_vocab):
+        dtype = np.dtype(np.float32 if len(shape) == 1 else np.float16)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        writer.add_tensor_info(name, shape, dtype, nbytes)
+        data_bytes += gguf.GGUFWriter.ggml_pad(nbytes, align)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = gguf.GGUFWriter.ggml_pad(path.stat().st_size, align)
+    os.truncate(path, header + data_bytes)
+    return path
+
+
+
+def _add_text_metadata(writer: gguf.GGUFWriter, s: DemoShape) -> None:
     writer.add_name(f"vlmserve demo Qwen3-VL ({s.name}, random weights)")
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     writer.add_block_count(s.n_layer)
@@ -159,9 +226,11 @@ def _write_text_model(path: Path, s: DemoShape, seed: int) -> None:
     writer.add_value_length(s.head_dim)
     writer.add_rope_freq_base(5_000_000.0)
     writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_array(f"{arch}.rope.dimension_sections", list(s.rope_sections))
-    writer.add_uint32(f"{arch}.n_deepstack_layers", len(s.v_deepstack))
+    writer.add_array(f"{ARCH}.rope.dimension_sections", list(s.rope_sections))
+    writer.add_uint32(f"{ARCH}.n_deepstack_layers", len(s.v_deepstack))
 
+
+def _add_tokenizer(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(list(vocab.tokens))
@@ -173,27 +242,41 @@ def _write_text_model(path: Path, s: DemoShape, seed: int) -> None:
     writer.add_add_bos_token(False)
     writer.add_chat_template(QWEN3VL_CHAT_TEMPLATE)
 
-    writer.add_tensor("token_embd.weight", w.matrix(n_vocab, s.n_embd))
-    output = w.matrix(n_vocab, s.n_embd)
-    special = np.array([t != TOKEN_NORMAL for t in vocab.token_types])
-    output[special] = 0  # see module docstring: control tokens never win greedily
-    writer.add_tensor("output.weight", output)
-    writer.add_tensor("output_norm.weight", w.ones(s.n_embd))
+
+def _text_tensor_shapes(s: DemoShape, n_vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """The text model's tensors in file order: (rows, cols) for F16 matrices, (n,) for F32 norms.
+
+    The order is also the order random weights are drawn in (determinism per seed).
+    """
     q_dim, kv_dim = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
+    out: list[tuple[str, tuple[int, ...]]] = [
+        ("token_embd.weight", (n_vocab, s.n_embd)),
+        ("output.weight", (n_vocab, s.n_embd)),
+        ("output_norm.weight", (s.n_embd,)),
+    ]
     for i in range(s.n_layer):
         p = f"blk.{i}"
-        writer.add_tensor(f"{p}.attn_norm.weight", w.ones(s.n_embd))
-        writer.add_tensor(f"{p}.attn_q.weight", w.matrix(q_dim, s.n_embd))
-        writer.add_tensor(f"{p}.attn_k.weight", w.matrix(kv_dim, s.n_embd))
-        writer.add_tensor(f"{p}.attn_v.weight", w.matrix(kv_dim, s.n_embd))
-        writer.add_tensor(f"{p}.attn_output.weight", w.matrix(s.n_embd, q_dim))
-        writer.add_tensor(f"{p}.attn_q_norm.weight", w.ones(s.head_dim))
-        writer.add_tensor(f"{p}.attn_k_norm.weight", w.ones(s.head_dim))
-        writer.add_tensor(f"{p}.ffn_norm.weight", w.ones(s.n_embd))
-        writer.add_tensor(f"{p}.ffn_gate.weight", w.matrix(s.n_ff, s.n_embd))
-        writer.add_tensor(f"{p}.ffn_up.weight", w.matrix(s.n_ff, s.n_embd))
-        writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(s.n_embd, s.n_ff))
-    _finish(writer)
+        out += [
+            (f"{p}.attn_norm.weight", (s.n_embd,)),
+            (f"{p}.attn_q.weight", (q_dim, s.n_embd)),
+            (f"{p}.attn_k.weight", (kv_dim, s.n_embd)),
+            (f"{p}.attn_v.weight", (kv_dim, s.n_embd)),
+            (f"{p}.attn_output.weight", (s.n_embd, q_dim)),
+            (f"{p}.attn_q_norm.weight", (s.head_dim,)),
+            (f"{p}.attn_k_norm.weight", (s.head_dim,)),
+            (f"{p}.ffn_norm.weight", (s.n_embd,)),
+            (f"{p}.ffn_gate.weight", (s.n_ff, s.n_embd)),
+            (f"{p}.ffn_up.weight", (s.n_ff, s.n_embd)),
+            (f"{p}.ffn_down.weight", (s.n_embd, s.n_ff)),
+        ]
+    return out
+
+
+def write_demo_mmproj(path: str | Path, s: DemoShape, seed: int = 1) -> Path:
+    """Write only the vision projector of ``s`` (random weights) to ``path``."""
+    path = Path(path)
+    _write_mmproj(path, s, seed)
+    return path
 
 
 def _write_mmproj(path: Path, s: DemoShape, seed: int) -> None:

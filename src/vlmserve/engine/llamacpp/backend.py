@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,49 @@ class BackendInfo:
     uses_mrope: bool
     gpu_offload: bool
     system_info: str
+
+
+@dataclass(frozen=True)
+class LoadedMemory:
+    """Memory llama.cpp itself says it allocated at load, in bytes (None: not reported).
+
+    ``weights_bytes`` is ``llama_model_size``; the rest come from llama.cpp's
+    INFO log lines (no C function returns them), summed over devices.
+    """
+
+    weights_bytes: int  # llama_model_size: bytes of the text model's tensors
+    model_buffer_bytes: int | None  # "model buffer size": the buffers holding them
+    kv_bytes: int | None  # "KV buffer size"
+    compute_bytes: int | None  # text graph "compute buffer size" (sched_reserve)
+    output_bytes: int | None  # "output buffer size" (logits, embeddings)
+    mmproj_bytes: int | None  # clip "model size": the vision projector's tensors
+    vision_compute_bytes: int | None  # clip "compute buffer size" (only with mtmd warm-up)
+
+
+# The INFO lines LoadedMemory is read from, e.g.
+# "llama_kv_cache:        CPU KV buffer size =    64.00 MiB", "load_hparams: model size: 436.13 MiB".
+_MEMORY_LINE = re.compile(
+    r"^(?P<func>\w+): +(?:\S+ +)?(?P<what>model|KV|compute|output|model size)"
+    r"(?: buffer size =|:) +(?P<mib>[0-9.]+) MiB"
+)
+
+
+def _parse_memory_lines(lines: list[str]) -> dict[str, int]:
+    """Sum the sizes in llama.cpp's buffer-size log lines by kind (``kv``, ``vision_compute``...)."""
+    out: dict[str, int] = {}
+    for line in lines:
+        m = _MEMORY_LINE.match(line)
+        if m is None:
+            continue
+        what = m["what"]
+        if what == "model size":
+            kind = "mmproj"
+        elif what == "compute":
+            kind = "compute" if m["func"] == "sched_reserve" else "vision_compute"
+        else:
+            kind = what.lower()
+        out[kind] = out.get(kind, 0) + round(float(m["mib"]) * 1024 * 1024)
+    return out
 
 
 @dataclass(frozen=True)
@@ -118,7 +162,7 @@ class LlamaBackend:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self._logs = LogCapture()
+        self._logs = LogCapture(keep_info=_MEMORY_LINE)
         self._model = self._ctx = self._mtmd = None
         self._batch = None
         try:
@@ -164,7 +208,9 @@ class LlamaBackend:
             tparams.use_gpu = mparams.n_gpu_layers > 0 and llama_cpp.llama_supports_gpu_offload()
             tparams.n_threads = cfg.threads
             tparams.print_timings = False
-            tparams.warmup = False  # warm-up encodes a 1472px dummy image: seconds on CPU
+            # Warm-up only reserves the graph of a 1472px image (it encodes nothing): the
+            # vision compute buffer is then allocated at the first image, sized for it.
+            tparams.warmup = False
             if cfg.image_min_tokens:
                 tparams.image_min_tokens = cfg.image_min_tokens
             if cfg.image_max_tokens:
@@ -180,6 +226,26 @@ class LlamaBackend:
             self._marker = mtmd_cpp.mtmd_default_marker().decode()
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
         self.info = self._describe()
+        self._memory = self._loaded_memory()
+
+    def _loaded_memory(self) -> LoadedMemory:
+        sizes = _parse_memory_lines(self._logs.info_lines())
+        return LoadedMemory(
+            weights_bytes=self.info.model_size_bytes,
+            model_buffer_bytes=sizes.get("model"),
+            kv_bytes=sizes.get("kv"),
+            compute_bytes=sizes.get("compute"),
+            output_bytes=sizes.get("output"),
+            mmproj_bytes=sizes.get("mmproj"),
+            vision_compute_bytes=sizes.get("vision_compute"),
+        )
+
+    def memory_report(self) -> LoadedMemory:
+        """What llama.cpp allocated for this model and context (as of load).
+
+        Log sizes are printed in MiB with two decimals, so they are exact to ~5 KiB.
+        """
+        return self._memory
 
     def _describe(self) -> BackendInfo:
         cfg = self.config

@@ -4,6 +4,10 @@ llama-cpp-python's own logger drops ERROR lines when ``verbose=False``, so a
 failed load returns NULL with no reason. We install our own callback that keeps
 the recent lines in a bounded buffer: load errors then name the real problem,
 and ``VLMSERVE_LLAMA_LOG=1`` echoes everything to stderr for debugging.
+
+Some INFO lines carry facts no C function returns (the KV, compute and output
+buffer sizes llama.cpp allocated); a capture can be asked to keep INFO lines
+matching a pattern too (``keep_info``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import sys
 
 import llama_cpp
 from llama_cpp import mtmd_cpp
 
+GGML_LOG_LEVEL_INFO = 2
 GGML_LOG_LEVEL_WARN = 3
 GGML_LOG_LEVEL_ERROR = 4
 GGML_LOG_LEVEL_CONT = 5
@@ -33,8 +39,12 @@ _SILENT_CALLBACK = llama_cpp.llama_log_callback(_silent)
 class LogCapture:
     """Installs a log callback for llama.cpp and mtmd; remembers recent warnings/errors."""
 
-    def __init__(self, keep: int = 50, echo: bool | None = None) -> None:
+    def __init__(self, keep: int = 50, echo: bool | None = None,
+                 keep_info: re.Pattern[str] | None = None) -> None:
         self._lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=keep)
+        # INFO lines matching ``keep_info``; not emptied by clear() (they outlive a load step).
+        self._keep_info = keep_info
+        self._info: collections.deque[str] = collections.deque(maxlen=keep)
         self._last_level = 0
         self._echo = os.environ.get("VLMSERVE_LLAMA_LOG") == "1" if echo is None else echo
         # Keep a reference: ctypes must not free the callback while C holds it.
@@ -51,6 +61,13 @@ class LogCapture:
         self._last_level = level
         if level >= GGML_LOG_LEVEL_WARN and msg.strip():
             self._lines.append((level, msg.strip()))
+        elif (level == GGML_LOG_LEVEL_INFO and self._keep_info is not None
+              and self._keep_info.search(msg)):
+            self._info.append(msg.strip())
+
+    def info_lines(self) -> list[str]:
+        """The INFO lines kept because they matched ``keep_info``, oldest first."""
+        return list(self._info)
 
     def clear(self) -> None:
         self._lines.clear()
