@@ -493,6 +493,13 @@ def validate_text_model(info: GGUFInfo) -> None:
             f"{label} has rope sections {list(info.rope_sections)} summing to {total}, "
             f"more than half the head dim ({head_dim}/2 = {head_dim // 2}): llama.cpp would abort"
         )
+    if info.n_deepstack_layers and info.n_layer <= info.n_deepstack_layers:
+        # llama.cpp adds deepstack features to the first n_deepstack text layers and aborts
+        # at the first decode when there are not more text layers than that.
+        raise ModelLoadError(
+            f"{label} has {info.n_layer} layers but {info.n_deepstack_layers} deepstack "
+            "inputs: llama.cpp needs more layers than deepstack inputs and would abort"
+        )
 
 
 def validate_mmproj(info: GGUFInfo) -> None:

@@ -39,7 +39,7 @@ def write_text_gguf(
     arch: str = "qwen3vl",
     name: str = "Fake Qwen3-VL",
     n_embd: int = 256,
-    n_layer: int = 2,
+    n_layer: int = 4,
     n_head: int = 4,
     n_head_kv: int = 2,
     head_dim: int = 64,

@@ -268,3 +268,10 @@ def test_pair_reports_unreadable_file_first(tmp_path: Path, gguf_pair: tuple[Pat
     model, _ = gguf_pair
     with pytest.raises(ModelLoadError, match="no such file"):
         validate_model_pair(model, tmp_path / "missing-mmproj.gguf")
+
+
+def test_fewer_layers_than_deepstack_inputs_refused(tmp_path: Path) -> None:
+    """llama.cpp aborts at the first decode on such a model; refuse it before loading."""
+    p = write_text_gguf(tmp_path / "model.gguf", n_layer=3, n_deepstack=3)
+    with pytest.raises(ModelLoadError, match="3 layers but 3 deepstack"):
+        validate_text_model(read_gguf_info(p))
