@@ -70,8 +70,8 @@ def test_info_text_and_json(tmp_path: Path, capsys) -> None:
     assert data["model"]["architecture"] == "qwen3vl"
     assert data["mmproj"]["vision"]["projector_type"] == "qwen3vl_merger"
     assert data["ready_to_serve"] is True and data["problem"] is None
-    # 2 layers * 1024 cells * (2 KV heads * 64 * 2 [K and V]) * 2 bytes
-    assert data["memory"]["kv_bytes"] == 2 * 1024 * (2 * 64 * 2) * 2
+    # 4 layers * 1024 cells * (2 KV heads * 64 * 2 [K and V]) * 2 bytes
+    assert data["memory"]["kv_bytes"] == 4 * 1024 * (2 * 64 * 2) * 2
     assert data["memory"]["total_bytes"] > data["memory"]["weights_bytes"]
 
 
