@@ -1,7 +1,7 @@
 """Which files a batch covers, and reading one of them into a ``LoadedImage``.
 
-``expand_inputs`` turns command-line arguments (files, folders, globs) into a sorted,
-deduplicated list of paths: folders are walked recursively for image files (by
+``expand_inputs`` turns command-line arguments (files, folders, globs) into a
+deduplicated list of paths, in argument order with each folder's or glob's files sorted: folders are walked recursively for image files (by
 extension), skipping hidden files and folders and temporary names; a file named
 explicitly is kept whatever its name, so a bad file given by hand still gets its
 error line.
@@ -51,7 +51,7 @@ def walk_images(folder: str) -> Iterable[str]:
 
 @dataclass(frozen=True)
 class Inputs:
-    paths: list[str]  # sorted, one per file
+    paths: list[str]  # in argument order, each folder's or glob's files sorted; no repeats
     warnings: list[str]  # arguments that matched nothing
 
 
@@ -77,9 +77,9 @@ def expand_inputs(args: Sequence[str]) -> Inputs:
                     matched.append(m)
         if not matched:
             warnings.append(f"{arg}: no image files found")
-        for path in matched:
+        for path in sorted(matched):
             add(path)
-    return Inputs(sorted(found.values()), warnings)
+    return Inputs(list(found.values()), warnings)
 
 
 @dataclass(frozen=True)

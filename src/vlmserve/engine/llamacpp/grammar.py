@@ -20,6 +20,12 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf as _convert
 
 from vlmserve.errors import RequestError
 
+# The converter's string character allows raw control characters, which JSON forbids
+# inside strings (a random model emits them; json.loads rejects them). llama.cpp's
+# current converter excludes them the same way.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
 
 def json_schema_to_grammar(schema: dict[str, Any]) -> str:
     """The GBNF grammar (start rule ``root``) for JSON documents matching ``schema``.
@@ -33,6 +39,7 @@ def json_schema_to_grammar(schema: dict[str, Any]) -> str:
     except (TypeError, ValueError) as exc:
         raise RequestError(f"the JSON schema is not plain JSON ({exc})") from None
     try:
-        return _convert(text)
+        grammar = _convert(text)
     except Exception as exc:  # the converter raises bare Exceptions, KeyError, ValueError...
         raise RequestError(f"cannot turn the JSON schema into a grammar: {exc}") from None
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
