@@ -1,41 +1,57 @@
-"""``vlmserve describe IMAGE...``: answer a question about each image, streamed to stdout."""
+"""``vlmserve describe IMAGE|DIR|GLOB...``: answer a question about each image.
+
+Without ``--output``: the answers stream to stdout one image after another (or one
+JSON object per image with ``--json``). With ``--output FILE``: a batch run with
+``--parallel`` requests in flight, one line per image appended to FILE, resumable
+(``--resume``); see docs/batch.md.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from vlmserve.batch.inputs import expand_inputs
+from vlmserve.batch.records import stats_fields as stats_json
+from vlmserve.batch.results import format_for, open_results
+from vlmserve.batch.signals import StopFlag
+from vlmserve.batch.task import Task
 from vlmserve.chat import ChatMessage, ChatRenderer
 from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
+from vlmserve.cli.batch_args import (
+    add_output_args,
+    add_task_args,
+    image_options,
+    task_from_args,
+)
 from vlmserve.cli.engine_args import add_model_args, engine_config_from_args
-from vlmserve.config import ImageOptions
-from vlmserve.engine.client import EngineClient
-from vlmserve.errors import RequestError, VlmserveError
+from vlmserve.errors import VlmserveError
 from vlmserve.images import load_image_file
-from vlmserve.templates import DEFAULT_TEMPLATE, TemplateRegistry
-from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.types import Request, RequestStats, SamplingParams
+
+if TYPE_CHECKING:
+    from vlmserve.config import ImageOptions
+    from vlmserve.engine.client import EngineClient
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("describe", help="describe images (or answer a question about them)",
-                       description="Stream an answer about each IMAGE to stdout.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--prompt", help="the question (default: the template's, "
-                   "'请用中文描述这张图片')")
-    p.add_argument("--template", help="a built-in or user template name (see docs)")
-    p.add_argument("--templates-file", help="YAML/JSON file with your own templates")
-    p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (deterministic)")
-    p.add_argument("--top-p", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=20)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-edge", type=int, default=1024, help="resize longest image edge to this")
+    p = sub.add_parser("describe", help="describe images, folders of images (batch)",
+                       description="Answer a question about each image. Folders are walked "
+                       "recursively for image files; globs are expanded ('**' recurses). "
+                       "Without --output the answers stream to stdout; with --output FILE "
+                       "they are appended to FILE, one JSON line (or CSV row) per image.")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB")
+    add_task_args(p)
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per image with the answer and its figures")
+                   help="without --output: one JSON object per image on stdout")
+    add_output_args(p, required=False)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: repair FILE's last line and skip the "
+                   "images it already has (same image content and question)")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -45,18 +61,6 @@ class Answer:
     text: str
     finish_reason: str
     stats: RequestStats
-
-
-def build_messages(registry: TemplateRegistry, template: str | None, prompt: str | None,
-                   image: PreparedImage) -> list[ChatMessage]:
-    """The conversation for one image: the template's system prompt and question,
-    with ``prompt`` replacing the question when given."""
-    tmpl = registry.get(template or DEFAULT_TEMPLATE)
-    question = tmpl.prompt if prompt is None else prompt
-    if not question.strip():
-        raise RequestError("the prompt is empty")
-    messages = [ChatMessage.system(tmpl.system)] if tmpl.system else []
-    return [*messages, ChatMessage.user(question, image)]
 
 
 def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMessage],
@@ -77,48 +81,41 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
     raise VlmserveError("the engine stopped without finishing the request")
 
 
-def stats_json(stats: RequestStats) -> dict[str, float | int]:
-    return {
-        "prompt_tokens": stats.prompt_tokens,
-        "image_tokens": stats.image_tokens,
-        "cached_tokens": stats.cached_tokens,
-        "completion_tokens": stats.completion_tokens,
-        "image_encode_ms": round(stats.image_encode_ms, 2),
-        "ttft_ms": round(stats.ttft_ms, 2),
-        "prefill_ms": round(stats.prefill_ms, 2),
-        "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2),
-        "total_ms": round(stats.total_ms, 2),
-    }
-
-
 def run(args: argparse.Namespace) -> int:
+    task = task_from_args(args)  # unknown templates, bad schemas fail before loading
+    options = image_options(args)
+    inputs = expand_inputs(args.images)
+    for warning in inputs.warnings:
+        print(f"vlmserve: warning: {warning}", file=sys.stderr)
+    if args.output:
+        return run_batch(args, task, inputs.paths, options)
+    if args.resume or args.format:
+        raise VlmserveError("--resume and --format need --output FILE")
+    return run_stream(args, task, inputs.paths, options)
+
+
+def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: ImageOptions) -> int:
+    """One image after another, answers on stdout (the original ``describe``)."""
+    import json
+
     from vlmserve.engine.factory import create_engine  # loads llama.cpp: only when needed
 
-    sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
-                              top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-    registry = TemplateRegistry.builtin()
-    if args.templates_file:
-        registry = registry.with_user_file(args.templates_file)
-    registry.get(args.template or DEFAULT_TEMPLATE)  # unknown names fail before loading
-    if args.prompt is not None and not args.prompt.strip():
-        raise RequestError("the prompt is empty")
-    options = ImageOptions(max_edge=args.max_edge)
     failed = 0
     with create_engine(engine_config_from_args(args)) as engine:
         renderer = ChatRenderer(engine.info.chat_template or QWEN3VL_CHAT_TEMPLATE)
-        for path in args.images:
+        for path in paths:
             try:
                 image = load_image_file(path, options)
-                messages = build_messages(registry, args.template, args.prompt, image)
+                messages = task.messages(image)
                 if args.json:
-                    ans = answer(engine, renderer, messages, sampling, None)
+                    ans = answer(engine, renderer, messages, task.sampling, None)
                     print(json.dumps({"image": path, "text": ans.text,
                                       "finish_reason": ans.finish_reason,
                                       **stats_json(ans.stats)}, ensure_ascii=False), flush=True)
                 else:
-                    if len(args.images) > 1:
+                    if len(paths) > 1:
                         print(f"### {path}", flush=True)
-                    answer(engine, renderer, messages, sampling, sys.stdout)
+                    answer(engine, renderer, messages, task.sampling, sys.stdout)
                     print(flush=True)
             except VlmserveError as exc:
                 failed += 1
@@ -127,3 +124,46 @@ def run(args: argparse.Namespace) -> int:
                           flush=True)
                 print(f"vlmserve: error: {exc.message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def resume_command(argv: list[str]) -> str:
+    """This command line with ``--resume`` (when it is this process's command line)."""
+    if argv[:1] != ["describe"]:
+        return "the same command with --resume"
+    return shlex.join(["vlmserve", *[a for a in argv if a != "--resume"], "--resume"])
+
+
+def run_batch(args: argparse.Namespace, task: Task, paths: list[str], options: ImageOptions) -> int:
+    from vlmserve.batch.folder import describe_files
+    from vlmserve.engine.factory import create_engine
+
+    fmt = format_for(args.output, args.format)
+    existing = open_results(args.output, fmt, args.resume)  # refuses to mix runs
+    if existing.repaired_bytes:
+        print(f"vlmserve: cut a partial last line ({existing.repaired_bytes} bytes) from "
+              f"{args.output}", file=sys.stderr)
+    if existing.bad_lines:
+        print(f"vlmserve: warning: {existing.bad_lines} unreadable lines in {args.output} "
+              "are ignored", file=sys.stderr)
+    if not paths:
+        raise VlmserveError("no image files to describe")
+    with StopFlag() as flag:
+        config = engine_config_from_args(args, n_parallel=args.parallel)
+        with create_engine(config) as engine:
+            if flag.set:  # Ctrl-C while the model loaded
+                return 128 + flag.signum
+            outcome = describe_files(engine, task, paths, args.output, fmt, existing,
+                                     args.parallel, options, flag,
+                                     progress_enabled=False if args.no_progress else None)
+    summary = (f"{outcome.written} lines written to {args.output} ({outcome.errors} errors, "
+               f"{outcome.skipped} already there) in {outcome.seconds:.1f} s, "
+               f"{outcome.images_per_s:.2f} images/s")
+    if outcome.write_error:
+        print(f"vlmserve: error: {outcome.write_error}; {summary}", file=sys.stderr)
+        return 1
+    if outcome.signum is not None:
+        print(f"vlmserve: interrupted: {summary}; {outcome.left} left. Resume with: "
+              f"{resume_command(sys.argv[1:])}", file=sys.stderr)
+        return 128 + outcome.signum
+    print(f"vlmserve: {summary}", file=sys.stderr)
+    return 1 if outcome.errors else 0
