@@ -34,6 +34,13 @@ class AuthenticationError(VlmserveError):
     code = "invalid_api_key"
 
 
+class NotFoundError(VlmserveError):
+    """No such endpoint."""
+
+    http_status = 404
+    code = "not_found"
+
+
 class EngineUnavailableError(VlmserveError):
     """The model is still loading, or failed to load."""
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
-from vlmserve.http.errors import error_body
+from vlmserve.http.errors import NotFoundError, error_body
 from vlmserve.http.generation import Generation, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
@@ -88,6 +88,14 @@ def openai_router(services: Services) -> APIRouter:
 
         return ClosingStreamingResponse(_sse(services, job, generation), on_close=on_close,
                                         media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      include_in_schema=False)
+    async def unknown(path: str, request: Request) -> None:
+        # Without this, the page mounted on / would answer unknown /v1 paths with its own
+        # 404 body; API clients expect OpenAI's error shape.
+        raise NotFoundError(f"no endpoint {request.method} /v1/{path}; this server offers "
+                            "POST /v1/chat/completions and GET /v1/models")
 
     return router
 
