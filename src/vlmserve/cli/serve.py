@@ -107,7 +107,16 @@ def run(args: argparse.Namespace) -> int:
             server.should_exit = True  # nothing to serve: stop, and exit 1 below
 
     app = create_app(settings, on_load_error=on_load_error)
-    server = uvicorn.Server(uvicorn.Config(
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            # Before uvicorn waits for open connections: end running answers now, with a
+            # "shutting down" event, rather than let them run out the grace period and be
+            # cut off mid-stream.
+            app.state.services.begin_shutdown()
+            await super().shutdown(sockets)
+
+    server = Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=5, lifespan="on"))
     _print_banner(settings)

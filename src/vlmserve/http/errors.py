@@ -52,6 +52,13 @@ class EngineUnavailableError(VlmserveError):
         self.retry_after_s = retry_after_s
 
 
+class RequestAbortedError(VlmserveError):
+    """The server stopped the request (it is shutting down)."""
+
+    http_status = 503
+    code = "request_aborted"
+
+
 class EngineFailedError(VlmserveError):
     """The engine ended a request with an error of its own (llama.cpp failed)."""
 

@@ -32,7 +32,6 @@ from vlmserve.http.schemas import (
 )
 from vlmserve.http.services import Services
 from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
-from vlmserve.types import FinishReason
 
 SOURCE = "api"  # the metrics label for requests made through this router
 
@@ -66,8 +65,7 @@ def openai_router(services: Services) -> APIRouter:
             await lock.acquire()
         try:
             job = await prepare_job(services, model, body)
-            generation = Generation(model.engine, job.request, services.metrics, SOURCE,
-                                    job.chat.dropped_turns)
+            generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
             try:
                 await generation.start()
             except BaseException:
@@ -102,8 +100,7 @@ def openai_router(services: Services) -> APIRouter:
 
 async def _complete(services: Services, job: CompletionJob, request: Request) -> Response:
     """Run to the end and answer one JSON body; abort if the client disconnects first."""
-    generation = Generation(job.model.engine, job.request, services.metrics, SOURCE,
-                            job.chat.dropped_turns)
+    generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
     try:
         await generation.start()
         collect = asyncio.ensure_future(_collect(generation))
@@ -118,9 +115,9 @@ async def _complete(services: Services, job: CompletionJob, request: Request) ->
         await generation.close()
 
     final = generation.final
+    if generation.error is not None:
+        raise generation.error
     assert final is not None and final.stats is not None  # _collect ran to the last delta
-    if final.finish_reason not in (FinishReason.STOP, FinishReason.LENGTH):
-        raise error_for(final)
     job.store_turn(services, text)
     completion = ChatCompletion(
         id=job.id,
@@ -162,9 +159,10 @@ async def _sse(services: Services, job: CompletionJob,
         if not delta.finished:
             continue
         stats = delta.stats
-        if delta.finish_reason not in (FinishReason.STOP, FinishReason.LENGTH) or stats is None:
+        error = generation.error
+        if error is not None or stats is None:
             # Headers are sent: the error travels as an event (the SDKs raise on it).
-            error = error_for(delta)
+            error = error or error_for(delta)
             yield sse_event(error_body(error.http_status, error.message, error.code))
             break
         job.store_turn(services, "".join(parts))

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 from vlmserve.engine.client import EngineSnapshot
 from vlmserve.http.engine_holder import EngineHolder, LoadedModel
+from vlmserve.http.generation import Generation, InFlight
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.metrics import Metrics
 from vlmserve.sessions import SessionStore, validate_session_id
 from vlmserve.settings import ServerSettings
 from vlmserve.templates import TemplateRegistry
+from vlmserve.types import Request
 
 
 class SessionLocks:
@@ -62,6 +64,7 @@ class Services:
     images: ImageLoader
     metrics: Metrics
     session_locks: SessionLocks = field(default_factory=SessionLocks)
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def build(cls, settings: ServerSettings, holder: EngineHolder) -> Services:
@@ -86,6 +89,16 @@ class Services:
     def model(self) -> LoadedModel:
         """The loaded model, or ``EngineUnavailableError`` (503)."""
         return self.holder.get()
+
+    def generation(self, request: Request, source: str, dropped_turns: int = 0) -> Generation:
+        """A ``Generation`` on the loaded engine, counted in metrics and in ``in_flight``."""
+        return Generation(self.model().engine, request, self.metrics, source, dropped_turns,
+                          self.in_flight)
+
+    def begin_shutdown(self) -> int:
+        """Stop every running generation (their streams end with a "shutting down" error
+        event instead of being cut off); returns how many there were."""
+        return self.in_flight.abort_all("the server is shutting down")
 
     @staticmethod
     def checked_session_id(session_id: str | None) -> str | None:

@@ -125,10 +125,8 @@ class ChatHandlers:
                                       grammar=grammar)
             prepared: PreparedChat = await asyncio.to_thread(
                 fit_and_render, model, [*system, *history, user], budget)
-            generation = Generation(model.engine,
-                                    Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt,
-                                            sampling),
-                                    self.services.metrics, SOURCE, prepared.dropped_turns)
+            request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling)
+            generation = self.services.generation(request, SOURCE, prepared.dropped_turns)
             await generation.start()
             answer, last_yield = "", 0.0
             async for delta in generation.deltas():
@@ -140,9 +138,8 @@ class ChatHandlers:
                     if not delta.finished:
                         yield chat, gr.skip(), gr.skip(), gr.skip()
             final = generation.final
-            if final is None or final.error:
-                raise VlmserveError(final.error if final and final.error
-                                    else "the answer was cut off")
+            if generation.error is not None:
+                raise generation.error
         except VlmserveError as exc:  # queue full, conversation too long, engine failure
             yield self._failed(chat, box, exc.message)
             return
