@@ -32,6 +32,8 @@ _CSS = """
 .vlm-demo-banner code { background: rgba(255,255,255,.2); color: #fff; padding: 1px 6px; }
 .vlm-stats { color: var(--body-text-color-subdued); font-size: 0.85em; }
 #vlm-status { min-height: 1.5em; color: #b00020; }
+/* a photo in the chat is a reminder of what was asked about, not the main content */
+#vlm-chat img { max-height: 200px; width: auto; object-fit: contain; }
 """
 
 
@@ -63,8 +65,10 @@ def build_page(services: Services) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(
-                    elem_id="vlm-chat", show_label=False, height=520, buttons=["copy"],
-                    placeholder="Upload a photo (drop, paste or click 📎) and ask about it.",
+                    elem_id="vlm-chat", show_label=False, buttons=["copy"],
+                    height="68vh", min_height=420,
+                    placeholder="Upload a photo (drop it here, paste it, or use the clip "
+                    "button) and ask about it.",
                     feedback_options=None, latex_delimiters=[])
                 box = gr.MultimodalTextbox(
                     value={"text": default.prompt, "files": []}, elem_id="vlm-input",
