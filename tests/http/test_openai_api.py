@@ -304,3 +304,25 @@ def test_remote_images_when_allowed(start_server, tmp_path) -> None:
         assert "HTTP 404" in error_of(missing.value)["message"]
     finally:
         files.shutdown()
+
+
+def test_one_sessions_turns_run_one_at_a_time(client: openai.OpenAI) -> None:
+    session = f"test-{uuid.uuid4().hex[:8]}"
+    client.chat.completions.create(model="m", messages=[image_message()], max_tokens=4,
+                                   extra_body={"session_id": session})
+
+    def ask(question: str) -> int:
+        return client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": question}], max_tokens=4,
+            extra_body={"session_id": session}).usage.prompt_tokens
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda q=q: results.append(ask(q)))
+               for q in ("第二个问题？", "第三个问题？")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Serialized: the later turn's prompt holds the earlier one's question and answer.
+    # (Run together, both would have read the same history: equal prompts.)
+    assert abs(results[0] - results[1]) >= 5, results
