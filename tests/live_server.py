@@ -75,7 +75,8 @@ class LiveServer:
         raise RuntimeError(f"server not ready after {timeout_s} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def metrics(self, headers: dict[str, str] | None = None) -> str:

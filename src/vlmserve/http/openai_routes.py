@@ -109,6 +109,9 @@ async def _complete(services: Services, job: CompletionJob, request: Request) ->
         gone.cancel()
         if collect not in done:  # nobody is left to answer: stop generating
             collect.cancel()
+            # Let it unwind before close(): the engine's iterator is busy inside that task
+            # until the cancellation reaches it (which is also what aborts the request).
+            await asyncio.gather(collect, return_exceptions=True)
             return Response(status_code=499)
         text = collect.result()
     finally:
