@@ -74,10 +74,12 @@ class LiveServer:
         self.stop()
         raise RuntimeError(f"server not ready after {timeout_s} s:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """The server's output (its last ``tail`` characters; all with ``None``)."""
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def metrics(self, headers: dict[str, str] | None = None) -> str:
         response = httpx.get(f"{self.url}/metrics", headers=headers, timeout=5)

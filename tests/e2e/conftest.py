@@ -27,6 +27,7 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = LiveServer(model.model, model.mmproj, log, "--parallel", "2", "--demo")
     yield server.wait_ready()
     assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log(None), server.log(None)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,11 @@ def page(browser, page_server: LiveServer) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1280, "height": 1200}, locale="zh-CN")
     page = context.new_page()
     page.set_default_timeout(30_000)
+    outside: list[str] = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith((page_server.url, "data:", "blob:")) else None)
     page.goto(page_server.url + "/")
     page.wait_for_selector("#vlm-input textarea")
     yield page
     context.close()
+    assert not outside, f"the page called out of the machine: {outside}"  # private service

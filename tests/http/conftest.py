@@ -25,7 +25,8 @@ def start_server(demo_model: DemoModelFiles, tmp_path_factory: pytest.TempPathFa
                  ) -> Iterator[Callable[..., LiveServer]]:
     """A factory for servers that live until the end of the module: ``start_server(*flags)``.
 
-    Each must shut down cleanly (exit code 0) on SIGTERM.
+    Each must shut down cleanly (exit code 0) on SIGTERM, and log no traceback: a client
+    that misbehaves must never make the server fail.
     """
     servers: list[LiveServer] = []
 
@@ -39,3 +40,4 @@ def start_server(demo_model: DemoModelFiles, tmp_path_factory: pytest.TempPathFa
     for server in servers:
         rc = server.stop()
         assert rc == 0, f"server exited with {rc} on SIGTERM:\n{server.log()}"
+        assert "Traceback" not in server.log(None), server.log(None)

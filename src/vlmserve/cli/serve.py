@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--image-max-mb", type=float, help="largest image file (default 20)")
     g.add_argument("--session-ttl-s", type=float, help="idle seconds before a server-side "
                    "session is forgotten (default 3600)")
+    g.add_argument("--max-sessions", type=int, help="server-side sessions kept (default 1000; "
+                   "the least recently used goes first)")
     g.add_argument("--templates-file", type=Path, help="YAML/JSON file of extra prompt "
                    "templates")
     p.set_defaults(func=run)
@@ -76,7 +78,7 @@ _SETTINGS_FLAGS = (
     "model", "mmproj", "demo", "host", "port", "api_key", "ui", "log_level", "parallel",
     "ctx_size", "threads", "batch_size", "n_gpu_layers", "image_cache_mb", "max_queue",
     "context_budget", "max_tokens", "allow_remote_images", "image_max_edge", "image_max_mb",
-    "session_ttl_s", "templates_file",
+    "session_ttl_s", "max_sessions", "templates_file",
 )
 
 
