@@ -99,6 +99,7 @@ def test_full_queue_answers_503_with_retry_after(server: LiveServer) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
             return refused
 
+    aborted_before = aborted(server)
     refused = asyncio.run(fire())
     busy = [r for r in refused if r.status_code == 503]
     assert busy, [r.status_code for r in refused]
@@ -107,6 +108,8 @@ def test_full_queue_answers_503_with_retry_after(server: LiveServer) -> None:
     assert error["code"] == "server_busy" and "busy" in error["message"]
     assert wait_for(lambda: slot_free(server), 10)
     assert metric_value(server.metrics(), "vlmserve_engine_rejected_total") >= 1
+    # Only the requests that were let in and then left count as aborted, not the refused.
+    assert aborted(server) - aborted_before <= 4 - len(busy)
 
 
 def test_ctrl_c_with_a_stream_open_exits_cleanly(start_server) -> None:

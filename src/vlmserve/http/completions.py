@@ -114,15 +114,15 @@ def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | No
                           **{k: v for k, v in given.items() if v is not None})
 
 
-async def prepare_job(services: Services, model: LoadedModel,
-                      body: ChatCompletionRequest) -> CompletionJob:
-    """Build the job. Call it holding the session's lock: it reads the session.
+async def prepare_job(services: Services, model: LoadedModel, body: ChatCompletionRequest,
+                      session_id: str | None) -> CompletionJob:
+    """Build the job. ``session_id`` is the request's, validated; call this holding that
+    session's lock, since it reads the session.
 
     Raises ``VlmserveError`` subclasses for everything the client can fix (bad image,
     unknown template, conversation too long ...).
     """
     settings = services.settings
-    session_id = services.checked_session_id(body.session_id)
     template = services.templates.get(body.template) if body.template else None
     grammar = grammar_for(body.response_format, template)
     max_tokens = body.reply_limit or settings.max_tokens

@@ -9,6 +9,7 @@ away, and the engine frees the slot at its next step.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from vlmserve.engine.client import EngineClient
@@ -94,8 +95,13 @@ class Generation:
         Raises ``QueueFullError`` (503) when the engine's queue is full, and the error of
         ``error_for`` when the request ends with an error before producing anything.
         """
-        self._iter = self._engine.generate(self.request)
-        self._first = await anext(self._iter)  # QueueFullError surfaces here
+        iterator = self._engine.generate(self.request)
+        try:
+            self._first = await anext(iterator)  # QueueFullError: nothing was submitted
+        except asyncio.CancelledError:  # the client left before the first token
+            self._metrics.observe_client_abort(self._source)
+            raise
+        self._iter = iterator
         if self._first.finished:
             self._record(self._first)
             if self.error is not None:

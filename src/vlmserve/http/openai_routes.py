@@ -55,7 +55,7 @@ def openai_router(services: Services) -> APIRouter:
         session_id = services.checked_session_id(body.session_id)
         if not body.stream:
             async with services.session_locks.hold(session_id):
-                job = await prepare_job(services, model, body)
+                job = await prepare_job(services, model, body, session_id)
                 return await _complete(services, job, request)
 
         # Streaming: the session's lock is held until the stream ends, which is after this
@@ -63,15 +63,14 @@ def openai_router(services: Services) -> APIRouter:
         lock = services.session_locks.get(session_id) if session_id else None
         if lock is not None:
             await lock.acquire()
+        generation = None
         try:
-            job = await prepare_job(services, model, body)
+            job = await prepare_job(services, model, body, session_id)
             generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
-            try:
-                await generation.start()
-            except BaseException:
-                await generation.close()
-                raise
+            await generation.start()
         except BaseException:
+            if generation is not None:
+                await generation.close()
             if lock is not None:
                 lock.release()
             raise
