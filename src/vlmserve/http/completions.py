@@ -1,0 +1,149 @@
+"""A chat-completion request turned into an engine ``Request`` (and back into a response).
+
+The parts of ``/v1/chat/completions`` that do not depend on streaming or not: messages
+and images, session history, template, sliding window, sampling parameters and the
+grammar for structured output; and the response's usage and ``x_vlmserve`` figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from vlmserve.chat import ChatMessage
+from vlmserve.errors import RequestError
+from vlmserve.grammar import json_object_grammar, json_schema_grammar
+from vlmserve.http.conversation import (
+    PreparedChat,
+    compose,
+    fit_and_render,
+    prompt_budget,
+    to_chat_messages,
+)
+from vlmserve.http.engine_holder import LoadedModel
+from vlmserve.http.schemas import (
+    ChatCompletionRequest,
+    PromptTokensDetails,
+    ResponseFormat,
+    Usage,
+    VlmserveExtension,
+)
+from vlmserve.http.services import Services
+from vlmserve.templates import PromptTemplate
+from vlmserve.types import Request, RequestStats, SamplingParams
+
+
+@dataclass(frozen=True)
+class CompletionJob:
+    """Everything needed to run one chat completion and answer it."""
+
+    id: str  # chatcmpl-..., also the engine's request id
+    created: int
+    model: LoadedModel
+    request: Request
+    chat: PreparedChat
+    session_id: str | None
+    template: str | None
+    stream: bool
+    include_usage: bool
+
+    def store_turn(self, services: Services, answer: str) -> None:
+        """Save the conversation so far (as trimmed) plus the answer in the session."""
+        if self.session_id is not None:
+            services.sessions.replace(self.session_id,
+                                      [*self.chat.messages, ChatMessage.assistant(answer)])
+
+    def usage(self, stats: RequestStats) -> Usage:
+        return Usage(
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            total_tokens=stats.prompt_tokens + stats.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens),
+        )
+
+    def extension(self, stats: RequestStats) -> VlmserveExtension:
+        return VlmserveExtension(
+            ttft_ms=round(stats.ttft_ms, 2),
+            queue_ms=round(stats.queue_ms, 2),
+            prefill_ms=round(stats.prefill_ms, 2),
+            decode_tokens_per_s=round(stats.decode_tokens_per_s, 2),
+            total_ms=round(stats.total_ms, 2),
+            images=stats.images,
+            image_tokens=stats.image_tokens,
+            image_cache_hits=stats.image_cache_hits,
+            cached_tokens=stats.cached_tokens,
+            dropped_turns=self.chat.dropped_turns,
+            dropped_images=self.chat.dropped_images,
+            session_id=self.session_id,
+            template=self.template,
+        )
+
+
+def grammar_for(response_format: ResponseFormat | None,
+                template: PromptTemplate | None) -> str | None:
+    """The sampler grammar: the request's ``response_format`` first, else the template's
+    JSON schema (a template like ``safety`` answers JSON by design)."""
+    if response_format is not None:
+        if response_format.type == "json_object":
+            return json_object_grammar()
+        if response_format.type == "json_schema":
+            if response_format.json_schema is None:
+                raise RequestError("response_format json_schema needs a json_schema object")
+            return json_schema_grammar(response_format.json_schema.schema_)
+        return None  # "text"
+    if template is not None and template.json_schema is not None:
+        return json_schema_grammar(template.json_schema)
+    return None
+
+
+def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | None,
+                 ) -> SamplingParams:
+    """Sampling parameters: the request's values where given, Qwen3-VL's defaults else."""
+    given: dict[str, Any] = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repeat_penalty": body.repeat_penalty,
+        "seed": body.seed,
+    }
+    return SamplingParams(max_tokens=max_tokens, stop=body.stop_strings, grammar=grammar,
+                          **{k: v for k, v in given.items() if v is not None})
+
+
+async def prepare_job(services: Services, model: LoadedModel, body: ChatCompletionRequest,
+                      session_id: str | None) -> CompletionJob:
+    """Build the job. ``session_id`` is the request's, validated; call this holding that
+    session's lock, since it reads the session.
+
+    Raises ``VlmserveError`` subclasses for everything the client can fix (bad image,
+    unknown template, conversation too long ...).
+    """
+    settings = services.settings
+    template = services.templates.get(body.template) if body.template else None
+    grammar = grammar_for(body.response_format, template)
+    max_tokens = body.reply_limit or settings.max_tokens
+    sampling = sampling_for(body, max_tokens, grammar)  # validates before images are decoded
+
+    new = await to_chat_messages(body.messages, services.images)
+    history = services.sessions.get(session_id) if session_id is not None else []
+    messages = compose(history, new, template)
+    budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,
+                           max_tokens)
+    chat = await asyncio.to_thread(fit_and_render, model, messages, budget)
+
+    job_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return CompletionJob(
+        id=job_id,
+        created=int(time.time()),
+        model=model,
+        request=Request(job_id, chat.prompt, sampling),
+        chat=chat,
+        session_id=session_id,
+        template=template.name if template else None,
+        stream=body.stream,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )

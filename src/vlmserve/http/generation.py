@@ -1,0 +1,147 @@
+"""One engine request as the HTTP layer and the page run it.
+
+``Generation.start()`` submits the request and waits for its first delta, so that
+everything that can go wrong before the first token (queue full, a prompt the engine
+refuses) becomes a proper HTTP status instead of an error in the middle of a 200 stream.
+``close()`` aborts the request if it has not finished: call it when the client goes
+away, and the engine frees the slot at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from vlmserve.engine.client import EngineClient
+from vlmserve.errors import RequestError, VlmserveError
+from vlmserve.http.errors import EngineFailedError, RequestAbortedError
+from vlmserve.http.metrics import Metrics
+from vlmserve.types import FinishReason, Request, TokenDelta
+
+
+def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveError:
+    """The error to report for a delta that ended its request with ABORT or ERROR.
+
+    The engine reports failures as text. One that arrives before any prompt token was
+    placed is the engine refusing the request at admission (empty prompt, prompt too
+    long for a slot, grammar that does not parse): the client's to fix, so 400.
+    Later ones are llama.cpp failing: 500.
+    """
+    message = delta.error or abort_reason or "the request was stopped"
+    if delta.finish_reason is FinishReason.ABORT:
+        return RequestAbortedError(message)  # stopped by the server (shutting down)
+    refused_at_admission = delta.stats is None or delta.stats.prompt_tokens == 0
+    if refused_at_admission and not message.startswith("internal engine error"):
+        return RequestError(message)
+    return EngineFailedError(message)
+
+
+class InFlight:
+    """The generations running in one app, so that shutdown can stop them all.
+
+    Without it, a server asked to stop would wait (up to its grace period) for every open
+    stream to finish by itself, then cut the connections mid-answer. Used only from the
+    event loop's thread, so a plain set is enough.
+    """
+
+    def __init__(self) -> None:
+        self._running: set[Generation] = set()
+
+    def add(self, generation: Generation) -> None:
+        self._running.add(generation)
+
+    def discard(self, generation: Generation) -> None:
+        self._running.discard(generation)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def abort_all(self, reason: str) -> int:
+        """Ask the engine to stop every running generation; each ends with ``reason``."""
+        running = list(self._running)
+        for generation in running:
+            generation.abort(reason)
+        return len(running)
+
+
+class Generation:
+    """Submit, stream and (if left early) abort one request; records its metrics."""
+
+    def __init__(self, engine: EngineClient, request: Request, metrics: Metrics,
+                 source: str, dropped_turns: int = 0, in_flight: InFlight | None = None,
+                 ) -> None:
+        self.request = request
+        self._engine = engine
+        self._metrics = metrics
+        self._source = source
+        self._dropped_turns = dropped_turns
+        self._in_flight = in_flight
+        self._iter: AsyncIterator[TokenDelta] | None = None
+        self._first: TokenDelta | None = None
+        self._abort_reason: str | None = None
+        self.final: TokenDelta | None = None  # the last delta, once the request ended
+
+    @property
+    def error(self) -> VlmserveError | None:
+        """The error to report, once the request ended with ABORT or ERROR."""
+        if self.final is None or self.final.finish_reason in (FinishReason.STOP,
+                                                              FinishReason.LENGTH):
+            return None
+        return error_for(self.final, self._abort_reason)
+
+    async def start(self) -> None:
+        """Submit and wait for the first delta.
+
+        Raises ``QueueFullError`` (503) when the engine's queue is full, and the error of
+        ``error_for`` when the request ends with an error before producing anything.
+        """
+        iterator = self._engine.generate(self.request)
+        try:
+            self._first = await anext(iterator)  # QueueFullError: nothing was submitted
+        except asyncio.CancelledError:  # the client left before the first token
+            self._metrics.observe_client_abort(self._source)
+            raise
+        self._iter = iterator
+        if self._first.finished:
+            self._record(self._first)
+            if self.error is not None:
+                raise self.error
+        elif self._in_flight is not None:
+            self._in_flight.add(self)
+
+    async def deltas(self) -> AsyncIterator[TokenDelta]:
+        """The deltas, the first one included; the last has ``finish_reason`` set."""
+        if self._first is None or self._iter is None:
+            raise RuntimeError("start() first")
+        first, self._first = self._first, None
+        yield first
+        if first.finished:
+            return
+        async for delta in self._iter:
+            if delta.finished:
+                self._record(delta)
+            yield delta
+
+    def abort(self, reason: str) -> None:
+        """Stop the request from the server's side; its stream ends with ABORT."""
+        self._abort_reason = reason
+        self._engine.abort(self.request.request_id)
+
+    async def close(self) -> None:
+        """Abort the request if it is still running (idempotent)."""
+        if self._in_flight is not None:
+            self._in_flight.discard(self)
+        if self._iter is None:
+            return
+        iterator, self._iter = self._iter, None
+        if self.final is None:
+            self._metrics.observe_client_abort(self._source)
+        # Closing the engine's iterator before its last delta tells the engine to abort.
+        await iterator.aclose()  # type: ignore[attr-defined]
+
+    def _record(self, delta: TokenDelta) -> None:
+        self.final = delta
+        if self._in_flight is not None:
+            self._in_flight.discard(self)
+        self._metrics.observe_finished(self._source, delta.finish_reason or FinishReason.ERROR,
+                                       delta.stats, self._dropped_turns)

@@ -1,0 +1,179 @@
+"""``POST /v1/chat/completions`` (streamed and not) and ``GET /v1/models``.
+
+A request is turned into an engine job (``completions.prepare_job``), submitted, and
+answered either as one JSON body or as server-sent events:
+first a chunk with the assistant role, then one per text delta, then a chunk with the
+finish reason and ``x_vlmserve``, a usage chunk when ``stream_options.include_usage``
+is set, and ``data: [DONE]``. When the client goes away, the engine request is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from vlmserve.http.auth import api_key_dependency
+from vlmserve.http.completions import CompletionJob, prepare_job
+from vlmserve.http.errors import NotFoundError, error_body
+from vlmserve.http.generation import Generation, error_for
+from vlmserve.http.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+)
+from vlmserve.http.services import Services
+from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
+
+SOURCE = "api"  # the metrics label for requests made through this router
+
+
+def openai_router(services: Services) -> APIRouter:
+    """The ``/v1`` routes of one app (API key enforced when configured)."""
+    router = APIRouter(
+        prefix="/v1",
+        dependencies=[Depends(api_key_dependency(services.settings.api_key_value))],
+    )
+
+    @router.get("/models")
+    async def list_models() -> ModelList:
+        model = services.model()
+        return ModelList(data=[ModelCard(id=model.model_id, created=model.created)])
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest,
+                               request: Request) -> Response | ChatCompletion:
+        model = services.model()
+        session_id = services.checked_session_id(body.session_id)
+        if not body.stream:
+            async with services.session_locks.hold(session_id):
+                job = await prepare_job(services, model, body, session_id)
+                return await _complete(services, job, request)
+
+        # Streaming: the session's lock is held until the stream ends, which is after this
+        # function has returned, so it is taken and released by hand.
+        lock = services.session_locks.get(session_id) if session_id else None
+        if lock is not None:
+            await lock.acquire()
+        generation = None
+        try:
+            job = await prepare_job(services, model, body, session_id)
+            generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
+            await generation.start()
+        except BaseException:
+            if generation is not None:
+                await generation.close()
+            if lock is not None:
+                lock.release()
+            raise
+        released = False
+
+        async def on_close() -> None:
+            nonlocal released
+            await generation.close()  # aborts the request if the client left early
+            if lock is not None and not released:
+                released = True
+                lock.release()
+
+        return ClosingStreamingResponse(_sse(services, job, generation), on_close=on_close,
+                                        media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      include_in_schema=False)
+    async def unknown(path: str, request: Request) -> None:
+        # Without this, the page mounted on / would answer unknown /v1 paths with its own
+        # 404 body; API clients expect OpenAI's error shape.
+        raise NotFoundError(f"no endpoint {request.method} /v1/{path}; this server offers "
+                            "POST /v1/chat/completions and GET /v1/models")
+
+    return router
+
+
+async def _complete(services: Services, job: CompletionJob, request: Request) -> Response:
+    """Run to the end and answer one JSON body; abort if the client disconnects first."""
+    generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
+    try:
+        await generation.start()
+        collect = asyncio.ensure_future(_collect(generation))
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if collect not in done:  # nobody is left to answer: stop generating
+            collect.cancel()
+            # Let it unwind before close(): the engine's iterator is busy inside that task
+            # until the cancellation reaches it (which is also what aborts the request).
+            await asyncio.gather(collect, return_exceptions=True)
+            return Response(status_code=499)
+        text = collect.result()
+    finally:
+        await generation.close()
+
+    final = generation.final
+    if generation.error is not None:
+        raise generation.error
+    assert final is not None and final.stats is not None  # _collect ran to the last delta
+    job.store_turn(services, text)
+    completion = ChatCompletion(
+        id=job.id,
+        created=job.created,
+        model=job.model.model_id,
+        choices=[Choice(message=ResponseMessage(content=text),
+                        finish_reason=final.finish_reason.value)],
+        usage=job.usage(final.stats),
+        x_vlmserve=job.extension(final.stats),
+    )
+    return JSONResponse(completion.model_dump(mode="json"))
+
+
+async def _collect(generation: Generation) -> str:
+    parts = [delta.text async for delta in generation.deltas()]
+    return "".join(parts)
+
+
+async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Return when the client closes the connection (the body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sse(services: Services, job: CompletionJob,
+               generation: Generation) -> AsyncIterator[str]:
+    def chunk(delta: Delta | None = None, **fields: object) -> str:
+        choices = [ChunkChoice(delta=delta, finish_reason=None)] if delta is not None else []
+        body = ChatCompletionChunk(id=job.id, created=job.created, model=job.model.model_id,
+                                   choices=choices, **fields)
+        return sse_event(body.sse_json())
+
+    yield chunk(Delta(role="assistant", content=""))
+    parts: list[str] = []
+    async for delta in generation.deltas():
+        if delta.text:
+            parts.append(delta.text)
+            yield chunk(Delta(content=delta.text))
+        if not delta.finished:
+            continue
+        stats = delta.stats
+        error = generation.error
+        if error is not None or stats is None:
+            # Headers are sent: the error travels as an event (the SDKs raise on it).
+            error = error or error_for(delta)
+            yield sse_event(error_body(error.http_status, error.message, error.code))
+            break
+        job.store_turn(services, "".join(parts))
+        final = ChatCompletionChunk(
+            id=job.id, created=job.created, model=job.model.model_id,
+            choices=[ChunkChoice(delta=Delta(), finish_reason=delta.finish_reason.value)],
+            x_vlmserve=job.extension(stats),
+        )
+        yield sse_event(final.sse_json())
+        if job.include_usage:
+            yield chunk(usage=job.usage(stats))
+    yield sse_event("[DONE]")

@@ -1,0 +1,47 @@
+"""``/health`` (always open) and ``/metrics`` (Prometheus text; API key when one is set)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from vlmserve.http.auth import api_key_dependency
+from vlmserve.http.services import Services
+
+
+def ops_router(services: Services) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> JSONResponse:
+        """200 ``{"status": "ok"}`` only once the model is loaded; 503 ``loading`` or
+        ``error`` (with the reason) before that, so a load balancer or a start script can
+        wait on it."""
+        holder = services.holder
+        model = holder.model
+        if model is None:
+            body = {"status": holder.state}
+            if holder.error:
+                body["error"] = holder.error
+            return JSONResponse(body, status_code=503,
+                                headers={"Retry-After": "2"} if holder.error is None else None)
+        info = model.engine.info
+        snap = model.engine.snapshot()
+        return JSONResponse({
+            "status": "ok",
+            "model": model.model_id,
+            "vision": info.vision,
+            "slots": snap.n_slots,
+            "busy_slots": snap.busy_slots,
+            "queue_depth": snap.queue_depth,
+            "n_ctx_per_slot": info.n_ctx_per_slot,
+            "demo": services.settings.demo,
+        })
+
+    @router.get("/metrics",
+                dependencies=[Depends(api_key_dependency(services.settings.api_key_value))])
+    async def metrics() -> Response:
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,226 @@
+"""OpenAI-compatible request and response bodies for ``/v1/chat/completions`` and ``/v1/models``.
+
+Requests are lenient about fields we do not use (``user``, ``metadata`` ... are ignored,
+as most OpenAI-compatible servers do) but strict about values: a temperature of 5 is a
+400, not a silent clamp. vlmserve's own fields are ``session_id``, ``template``, ``top_k``,
+``min_p`` and ``repeat_penalty`` on requests, and ``x_vlmserve`` on responses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# ---------------------------------------------------------------------------- requests
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageURL(_Lenient):
+    url: str = Field(description="data:image/...;base64,... (or http(s) when allowed)")
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the size is ours
+
+
+class TextContentPart(_Lenient):
+    type: Literal["text"]
+    text: str
+
+
+class ImageContentPart(_Lenient):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _plain_string_url(cls, value: Any) -> Any:
+        # Some clients send "image_url": "data:..." instead of {"url": "data:..."}.
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+
+
+class RequestMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class JSONSchemaFormat(_Lenient):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class ChatCompletionRequest(_Lenient):
+    """The body of ``POST /v1/chat/completions``."""
+
+    model: str | None = Field(None, description="accepted and ignored: one model is loaded")
+    messages: list[RequestMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    # Accepted for compatibility (range-checked like OpenAI) but not applied.
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1, le=1, description="only one choice is generated")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    tools: list[Any] | None = None
+    user: str | None = None
+    # vlmserve extensions
+    session_id: str | None = Field(None, description="server-side conversation to continue")
+    template: str | None = Field(None, description="prompt template name (see docs)")
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("logprobs are not supported")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("tools (function calling) are not supported")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (len(value) > 16 or not all(value)):
+            raise ValueError("stop must be at most 16 non-empty strings")
+        if value == "":
+            raise ValueError("stop must not be empty")
+        return value
+
+    @property
+    def reply_limit(self) -> int | None:
+        """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens served from the slot's KV cache
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+
+
+class VlmserveExtension(BaseModel):
+    """Figures OpenAI has no field for, on the final response or chunk."""
+
+    ttft_ms: float = Field(description="submit to first token")
+    queue_ms: float
+    prefill_ms: float
+    decode_tokens_per_s: float
+    total_ms: float
+    images: int
+    image_tokens: int
+    image_cache_hits: int
+    cached_tokens: int
+    dropped_turns: int = Field(description="oldest turns left out by the sliding window")
+    dropped_images: int
+    session_id: str | None = None
+    template: str | None = None
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    x_vlmserve: VlmserveExtension
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event; ``sse_json()`` leaves out the fields that were not set."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    x_vlmserve: VlmserveExtension | None = None
+
+    def sse_json(self) -> str:
+        """Compact JSON with only what was set (a content delta carries no ``role``, a
+        plain chunk no ``usage``), ``object`` always included."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data["object"] = self.object
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "vlmserve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
