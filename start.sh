@@ -7,8 +7,8 @@
 #   HOST=0.0.0.0 ./start.sh --api-key SECRET    # reachable from other machines
 #   PORT=8080 ./start.sh --parallel 2           # other flags: .venv/bin/vlmserve serve --help
 #
-# Which model: --model/--mmproj, else VLMSERVE_MODEL/VLMSERVE_MMPROJ, else the newest in
-# ~/.cache/vlmserve/models. With none, `vlmserve pull` downloads Qwen3-VL; when that is
+# Which model: --model/--mmproj, else VLMSERVE_MODEL/VLMSERVE_MMPROJ, else the default in
+# ~/.cache/vlmserve/models (see `vlmserve models`). With none, `vlmserve pull` downloads Qwen3-VL; when that is
 # not possible (offline), a tiny random-weight demo model is written to
 # ~/.cache/vlmserve/demo and served with a loud "demo" banner: the page works, the
 # answers are gibberish.
@@ -43,13 +43,14 @@ fi
 have_model() {
   has_flag --model "$@" && return 0
   [ -n "${VLMSERVE_MODEL:-}" ] && return 0
-  # The same lookup `vlmserve serve` does when no model is named.
-  "$py" -c 'from vlmserve.cli.model_lookup import find_model; find_model()' >/dev/null 2>&1
+  # The same lookup `vlmserve serve` does when no model is named (the models folder).
+  "$py" -c 'from vlmserve.cli.engine_args import resolve_model_paths as r; r(None, None)' \
+    >/dev/null 2>&1
 }
 
 if ! have_model "$@"; then
   got_model=0
-  if ! has_flag --demo "$@" && "${vlmserve[@]}" pull --help >/dev/null 2>&1; then
+  if ! has_flag --demo "$@"; then
     say "no model found: downloading Qwen3-VL with 'vlmserve pull' (Ctrl-C to stop)"
     if "${vlmserve[@]}" pull; then
       got_model=1
@@ -61,11 +62,7 @@ if ! have_model "$@"; then
     demo_dir="${VLMSERVE_DEMO_DIR:-$HOME/.cache/vlmserve/demo}"
     if [ ! -f "$demo_dir/model.gguf" ] || [ ! -f "$demo_dir/mmproj.gguf" ]; then
       say "writing the tiny demo model to $demo_dir"
-      if ! { "${vlmserve[@]}" demo-model --help >/dev/null 2>&1 &&
-             "${vlmserve[@]}" demo-model "$demo_dir" >&2; }; then
-        "$py" -c 'import sys; from vlmserve.models.demo import write_demo_model
-write_demo_model(sys.argv[1])' "$demo_dir"
-      fi
+      "${vlmserve[@]}" demo-model "$demo_dir" >&2
     fi
     cat >&2 <<'BANNER'
 

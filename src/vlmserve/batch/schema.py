@@ -110,7 +110,7 @@ class StructuredOutput:
             validator_cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise VlmserveError(f"invalid JSON schema: {exc.message}") from None
-        from vlmserve.engine.llamacpp.grammar import json_schema_to_grammar  # loads llama.cpp
+        from vlmserve.grammar import json_schema_to_grammar  # loads llama.cpp
 
         self.schema = schema
         self.grammar = json_schema_to_grammar(bounded_schema(schema, max_string, max_items))

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from vlmserve.cli import model_lookup
+from vlmserve.cli.engine_args import resolve_model_paths
 from vlmserve.errors import ModelLoadError, VlmserveError
 from vlmserve.settings import ServerSettings
 
@@ -85,11 +85,13 @@ _SETTINGS_FLAGS = (
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Settings with the flags on top of the environment, and the model files resolved."""
     settings = ServerSettings.load(**{k: getattr(args, k, None) for k in _SETTINGS_FLAGS})
-    files = model_lookup.resolve(settings.model, settings.mmproj)
-    for label, path in (("model", files.model), ("mmproj", files.mmproj)):
-        if path is not None and not path.is_file():
+    model, mmproj = resolve_model_paths(
+        str(settings.model) if settings.model else None,
+        str(settings.mmproj) if settings.mmproj else None)
+    for label, path in (("model", model), ("mmproj", mmproj)):
+        if not path.is_file():
             raise ModelLoadError(f"{label} file not found: {path}")
-    return settings.model_copy(update={"model": files.model, "mmproj": files.mmproj})
+    return settings.model_copy(update={"model": model, "mmproj": mmproj})
 
 
 def run(args: argparse.Namespace) -> int:

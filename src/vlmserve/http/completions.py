@@ -15,7 +15,7 @@ from typing import Any
 
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError
-from vlmserve.grammar import json_object_grammar, json_schema_grammar
+from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.http.conversation import (
     PreparedChat,
     compose,
@@ -92,10 +92,10 @@ def grammar_for(response_format: ResponseFormat | None,
         if response_format.type == "json_schema":
             if response_format.json_schema is None:
                 raise RequestError("response_format json_schema needs a json_schema object")
-            return json_schema_grammar(response_format.json_schema.schema_)
+            return json_schema_to_grammar(response_format.json_schema.schema_)
         return None  # "text"
     if template is not None and template.json_schema is not None:
-        return json_schema_grammar(template.json_schema)
+        return json_schema_to_grammar(template.json_schema)
     return None
 
 

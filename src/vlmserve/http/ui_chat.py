@@ -18,7 +18,7 @@ import gradio as gr
 
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import VlmserveError
-from vlmserve.grammar import json_schema_grammar
+from vlmserve.grammar import json_schema_to_grammar
 from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
@@ -120,7 +120,7 @@ class ChatHandlers:
                                model.engine.info.n_ctx_per_slot, max_tokens)
         generation: Generation | None = None
         try:
-            grammar = json_schema_grammar(template.json_schema) if template.json_schema else None
+            grammar = json_schema_to_grammar(template.json_schema) if template.json_schema else None
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(temperature),
                                       grammar=grammar)
             prepared: PreparedChat = await asyncio.to_thread(
