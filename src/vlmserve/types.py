@@ -159,7 +159,8 @@ class TokenDelta:
     ``text`` holds whole UTF-8 characters only (a multi-byte character split
     across tokens is held back until complete). The last delta of a request has
     ``finish_reason`` set and carries ``stats``; ``error`` is set when the
-    request failed.
+    request failed, with ``error_status`` / ``error_code`` saying whose fault it is
+    (the HTTP status and OpenAI error type of the ``VlmserveError`` behind it).
     """
 
     request_id: str
@@ -168,6 +169,8 @@ class TokenDelta:
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
     error: str | None = None
+    error_status: int = 0
+    error_code: str = ""
 
     @property
     def finished(self) -> bool:

@@ -174,7 +174,8 @@ class EngineLoop:
                 job.free()
                 self.counters.finished[FinishReason.ERROR] += 1
                 sub.emit(TokenDelta(job.request.request_id, finish_reason=FinishReason.ERROR,
-                                    error=exc.message, stats=RequestStats()))
+                                    error=exc.message, error_status=exc.http_status,
+                                    error_code=exc.code, stats=RequestStats()))
                 continue
             self._start(job, free)
 
@@ -305,7 +306,8 @@ class EngineLoop:
             job.pending_token = token
 
     # ---- finishing -----------------------------------------------------------------
-    def _finish(self, slot: Slot, reason: FinishReason, error: str | None = None) -> None:
+    def _finish(self, slot: Slot, reason: FinishReason, error: str | None = None,
+                error_status: int = 0, error_code: str = "") -> None:
         job = slot.job
         tail = job.detok.flush() if job.detok and error is None else ""
         now = time.perf_counter()
@@ -329,7 +331,8 @@ class EngineLoop:
         slot.job, slot.state, slot.last_used = None, SlotState.IDLE, time.monotonic()
         self.counters.finished[reason] += 1
         job.emit(TokenDelta(job.request.request_id, tail, tuple(job.pending_ids),
-                            finish_reason=reason, stats=stats, error=error))
+                            finish_reason=reason, stats=stats, error=error,
+                            error_status=error_status, error_code=error_code))
 
     def _fail_slot(self, slot: Slot, message: str) -> None:
         """A llama.cpp call failed for this slot: its KV is unknown, so clear it."""
@@ -338,7 +341,8 @@ class EngineLoop:
             self.backend.seq_truncate(slot.index, 0)
         except VlmserveError:
             log.warning("could not clear sequence %d after a failure", slot.index)
-        self._finish(slot, FinishReason.ERROR, error=message)
+        self._finish(slot, FinishReason.ERROR, error=message, error_status=500,
+                     error_code="engine_error")
 
     def _fail_all(self, message: str, reason: FinishReason = FinishReason.ERROR) -> None:
         for slot in self.slots:

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from vlmserve.engine.client import EngineClient
-from vlmserve.errors import RequestError, VlmserveError
+from vlmserve.errors import VlmserveError
 from vlmserve.http.errors import EngineFailedError, RequestAbortedError
 from vlmserve.http.metrics import Metrics
 from vlmserve.types import FinishReason, Request, TokenDelta
@@ -22,18 +22,18 @@ from vlmserve.types import FinishReason, Request, TokenDelta
 def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveError:
     """The error to report for a delta that ended its request with ABORT or ERROR.
 
-    The engine reports failures as text. One that arrives before any prompt token was
-    placed is the engine refusing the request at admission (empty prompt, prompt too
-    long for a slot, grammar that does not parse): the client's to fix, so 400.
-    Later ones are llama.cpp failing: 500.
+    The engine says whose fault it was (``error_status`` / ``error_code``, from the
+    ``VlmserveError`` behind it): a refused request (empty prompt, prompt too long for a
+    slot, a grammar that does not parse) is the client's, 400; llama.cpp failing is 500.
     """
     message = delta.error or abort_reason or "the request was stopped"
     if delta.finish_reason is FinishReason.ABORT:
         return RequestAbortedError(message)  # stopped by the server (shutting down)
-    refused_at_admission = delta.stats is None or delta.stats.prompt_tokens == 0
-    if refused_at_admission and not message.startswith("internal engine error"):
-        return RequestError(message)
-    return EngineFailedError(message)
+    if not delta.error_status:
+        return EngineFailedError(message)
+    error = VlmserveError(message)
+    error.http_status, error.code = delta.error_status, delta.error_code or error.code
+    return error
 
 
 class InFlight:
