@@ -151,7 +151,7 @@ def load_image_file(
     """
     p = Path(path)
     try:
-        return prepare_image(_read_file(p, options.max_bytes), options, crop)
+        return prepare_image(read_image_bytes(p, options.max_bytes), options, crop)
     except ImageError as exc:
         raise type(exc)(f"{p}: {exc.message}") from exc
 
@@ -200,7 +200,9 @@ def to_jpeg(image: PreparedImage, quality: int = 85) -> bytes:
 # --- internals -------------------------------------------------------------------------
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
+def read_image_bytes(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """A file's bytes, refusing non-files and files over ``max_bytes`` (``ImageError``)."""
+    path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmserve.batch.done import DoneIndex
-from vlmserve.batch.inputs import LoadedImage, file_sha256, load_image, read_bytes
+from vlmserve.batch.inputs import LoadedImage, file_sha256, load_image
 from vlmserve.batch.progress import Progress
 from vlmserve.batch.results import Existing, ResultWriter
 from vlmserve.batch.runner import BatchRunner
@@ -20,6 +20,7 @@ from vlmserve.batch.task import Task
 from vlmserve.config import ImageOptions
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import ImageError
+from vlmserve.images import read_image_bytes
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _feed(runner: BatchRunner, task: Task, paths: Sequence[str], done: DoneIndex
             if runner.stopping.is_set():
                 return
             try:
-                data = read_bytes(path, options.max_bytes)
+                data = read_image_bytes(path, options.max_bytes)
             except ImageError as exc:
                 item = LoadedImage(path, error=f"{path}: {exc.message}")
             else:

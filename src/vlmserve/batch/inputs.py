@@ -16,14 +16,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vlmserve.config import ImageOptions
 from vlmserve.errors import ImageError
-from vlmserve.image_limits import check_byte_size
-from vlmserve.images import prepare_image
+from vlmserve.images import prepare_image, read_image_bytes
 from vlmserve.types import PreparedImage
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif",
@@ -96,27 +94,6 @@ class LoadedImage:
         return self.image.content_hash if self.image is not None else None
 
 
-def read_bytes(path: str, max_bytes: int) -> bytes:
-    """The file's bytes, refusing non-files and files over ``max_bytes`` (``ImageError``)."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise ImageError("is a directory, not an image file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError("not a regular file")
-        check_byte_size(st.st_size, max_bytes)
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)  # bounded: the file may have grown since stat()
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
-    check_byte_size(len(data), max_bytes)
-    return data
-
-
 def file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -126,7 +103,7 @@ def load_image(path: str, options: ImageOptions, data: bytes | None = None) -> L
     sha = None
     try:
         if data is None:
-            data = read_bytes(path, options.max_bytes)
+            data = read_image_bytes(path, options.max_bytes)
         sha = file_sha256(data)
         return LoadedImage(path, sha, prepare_image(data, options))
     except ImageError as exc:
