@@ -59,13 +59,6 @@ class RequestAbortedError(VlmserveError):
     code = "request_aborted"
 
 
-class EngineFailedError(VlmserveError):
-    """The engine ended a request with an error of its own (llama.cpp failed)."""
-
-    http_status = 500
-    code = "engine_error"
-
-
 def error_type(status: int) -> str:
     """OpenAI's error ``type`` for a status (the SDKs read the status; people read this)."""
     if status == 401:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
-from vlmserve.http.errors import EngineFailedError, RequestAbortedError
+from vlmserve.http.errors import RequestAbortedError
 from vlmserve.http.metrics import Metrics
 from vlmserve.types import FinishReason, Request, TokenDelta
 
@@ -30,7 +30,7 @@ def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveErr
     if delta.finish_reason is FinishReason.ABORT:
         return RequestAbortedError(message)  # stopped by the server (shutting down)
     if not delta.error_status:
-        return EngineFailedError(message)
+        return EngineError(message)
     error = VlmserveError(message)
     error.http_status, error.code = delta.error_status, delta.error_code or error.code
     return error
