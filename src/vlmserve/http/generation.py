@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from vlmserve.engine.client import EngineClient
-from vlmserve.errors import VlmserveError
+from vlmserve.errors import EngineError, VlmserveError
 from vlmserve.http.errors import RequestAbortedError
 from vlmserve.http.metrics import Metrics
 from vlmserve.types import FinishReason, Request, TokenDelta
