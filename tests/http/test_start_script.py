@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from live_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
