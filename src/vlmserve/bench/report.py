@@ -41,6 +41,7 @@ FIELDS: dict[str, str] = {
     "workload.warmup": "unmeasured requests first",
     "workload.concurrency": "stream counts measured",
     "workload.questions": "{cold, warm}: the two question texts",
+    "workload.question_tokens": "{cold, warm}: their tokens, counted by the target's tokenizer",
     "model.path": "text model GGUF",
     "model.mmproj_path": "vision projector GGUF",
     "model.demo_size": "demo size when --demo, else null",
@@ -164,6 +165,8 @@ def _s(summary: dict[str, Any] | None, digits: int = 0) -> str:
 
 def hardware_label(doc: dict[str, Any]) -> str:
     m, e = doc["machine"], doc.get("engine") or {}
+    if doc.get("mode") == "http":
+        return f"server at {e.get('url')} (client: {m['cpu_model']})"
     backend = e.get("backend") or "CPU"
     cores = m.get("usable_cores") or m.get("logical_cores")
     threads = e.get("threads")

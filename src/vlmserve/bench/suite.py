@@ -170,7 +170,7 @@ def _base_doc(opts: BenchOptions, mode: str) -> dict[str, Any]:
         "workload": {"image": [w.width, w.height], "prompt_tokens": w.prompt_tokens,
                      "max_tokens": w.max_tokens, "runs": w.runs, "warmup": w.warmup,
                      "concurrency": list(w.concurrency), "sampling": "greedy (temperature 0)",
-                     "questions": None},
+                     "questions": None, "question_tokens": None},
         "model": None,
         "engine": None,
         "results": None,
@@ -241,6 +241,8 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         target = InProcessTarget(engine, ImageOptions(max_edge=max(w.width, w.height)))
         questions = build_questions(target, w)
         doc["workload"]["questions"] = questions
+        doc["workload"]["question_tokens"] = {k: target.count_text_tokens(v)
+                                              for k, v in questions.items()}
         progress.start(planned_requests(w), "vlmserve")
         snaps = []
         result = measure(target, w, questions, progress.step,
@@ -382,6 +384,8 @@ def run_http(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     try:
         questions = build_questions(target, w)
         doc["workload"]["questions"] = questions
+        doc["workload"]["question_tokens"] = {k: target.count_text_tokens(v)
+                                              for k, v in questions.items()}
         progress.start(planned_requests(w), "vlmserve (HTTP)")
         result = measure(target, w, questions, progress.step)
         progress.close()

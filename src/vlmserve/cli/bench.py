@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model (one of)")
     g.add_argument("--model", help="text model GGUF (env VLMSERVE_MODEL)")
     g.add_argument("--mmproj", help="vision projector GGUF (default: mmproj*.gguf beside it)")
-    g.add_argument("--demo", choices=DEMO_SIZES, metavar="SIZE",
+    g.add_argument("--demo", metavar="SIZE",
                    help="write and use a random-weight demo model: tiny (~8 MB), small "
                    "(~0.3 GB), medium (~1.1 GB), 8b-layers (~4 GB)")
     g.add_argument("--demo-dir", help="keep the demo model (and quantizations) here and reuse "
@@ -80,6 +80,8 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     from vlmserve.bench.workload import BenchError, Workload, parse_concurrency, parse_image_size
     from vlmserve.cli.engine_args import resolve_model_paths
 
+    if args.demo is not None and args.demo not in DEMO_SIZES:
+        raise BenchError(f"--demo must be one of {', '.join(DEMO_SIZES)}, got {args.demo!r}")
     width, height = parse_image_size(args.image)
     levels = () if args.no_concurrency else parse_concurrency(args.concurrency)
     workload = Workload(width=width, height=height, prompt_tokens=args.prompt_tokens,
