@@ -19,7 +19,12 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from vlmserve.bench.machine import current_rss_bytes, package_version, peak_rss_bytes
+from vlmserve.bench.machine import (
+    current_rss_bytes,
+    load_average,
+    package_version,
+    peak_rss_bytes,
+)
 from vlmserve.bench.runner import Sample, measure
 from vlmserve.bench.workload import BenchError, Workload
 
@@ -80,6 +85,7 @@ def _child(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict
     from vlmserve.engine.llamacpp.baseline import HANDLER_NAME, LlamaCppPythonBaseline
 
     w = Workload(**{**spec["workload"], "concurrency": tuple(spec["workload"]["concurrency"])})
+    load_start = load_average()
     rss_before = current_rss_bytes()
     baseline = LlamaCppPythonBaseline(spec["model"], spec["mmproj"], spec["n_ctx"],
                                       spec["threads"], spec.get("n_gpu_layers", -1),
@@ -101,7 +107,8 @@ def _child(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict
         "threads": baseline.threads,
         "n_ctx": spec["n_ctx"],
         "gpu_offload": baseline.gpu_offload,
-        "load_ms": round(baseline.load_ms, 2),
+        "load_ms": round(baseline.load_ms, 2),  # the projector loads at the first request
+        "load_average": {"start": load_start, "end": load_average()},
         "rss_before_load_bytes": rss_before,
         "question_tokens": {k: target.count_text_tokens(v) for k, v in questions.items()},
         "summary": result["summary"],

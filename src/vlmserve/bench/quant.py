@@ -67,7 +67,11 @@ def run_quant_table(opts, progress) -> dict[str, Any]:
                 _quantize(opts.model, path, qtype, opts.threads)
                 progress.step(f"{qtype} written")
             progress.note(f"running {qtype}")
-            rows.append(_run_one(opts, path, qtype, folder))
+            row, child = _run_one(opts, path, qtype, folder)
+            rows.append(row)
+            if doc["engine"] is None:  # the F16 child's engine facts stand for all rows
+                doc["engine"] = child["engine"]
+                doc["machine"]["gpu"] = child["machine"]["gpu"]
             progress.step(f"{qtype} measured")
         progress.close()
         progress.note("measuring memory bandwidth")
@@ -91,7 +95,7 @@ def _quantize(src: Path, dst: Path, qtype: str, threads: int) -> None:
     quantize_gguf(src, dst, qtype, threads=threads)
 
 
-def _run_one(opts, model: Path, qtype: str, folder: Path) -> dict[str, Any]:
+def _run_one(opts, model: Path, qtype: str, folder: Path) -> tuple[dict[str, Any], dict]:
     out = folder / f"bench-{qtype}.json"
     cmd = _child_command(opts, model, out)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -119,4 +123,4 @@ def _run_one(opts, model: Path, qtype: str, folder: Path) -> dict[str, Any]:
         "prompt_tokens": s["prompt_tokens"],
         "completion_ok": s["completion_ok"],
         "load_average": child["load_average"],
-    }
+    }, child

@@ -95,6 +95,7 @@ FIELDS: dict[str, str] = {
     "results.concurrency[].completion_ok": "every stream produced exactly max_tokens",
     "results.peak_rss_bytes": "peak RSS of the benchmark process (ru_maxrss)",
     "results.rss_before_load_bytes": "RSS just before the model was loaded",
+    "results.load_average": "{start, end} of the vlmserve phase (the baseline has its own)",
     "results.engine_counters": "engine counters over the measured requests: image cache "
                                "hits/misses, prefix_tokens_reused, mean/max_batch_tokens...",
     "roofline.bandwidth.gb_s": "measured memory bandwidth: best over the thread counts tried "
@@ -109,7 +110,9 @@ FIELDS: dict[str, str] = {
     "roofline.weights_exceed_llc": "false: weights fit in cache, the limit does not apply",
     "roofline.engine_threads": "the same at the engine's thread count (or null)",
     "baseline": "null, or the llama-cpp-python run: name, version, handler, api, threads, "
-                "load_ms, peak_rss_bytes, summary, runs, concurrency (same shapes as results)",
+                "flash_attn, capped_runs, load_ms (projector excluded: it loads at the first "
+                "request), load_average, peak_rss_bytes, question_tokens, summary, runs, "
+                "concurrency (same shapes as results)",
     "comparison": "null, or vlmserve / baseline ratios: cold_ttft, warm_ttft, "
                   "warm_cold_ratio, decode_tok_s, aggregate_tok_s per level, peak_rss; and "
                   "question_tokens_match, completion_tokens_match",
@@ -220,7 +223,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out.append(f"`{doc['command']}`  ")
     load = doc.get("load_average") or {}
     out.append(f"{doc['date']}; load average at start {load.get('start')}, end "
-               f"{load.get('end')}; medians (min–max) over {w['runs']} runs.")
+               f"{load.get('end')}; medians (min–max) over {w['runs']} run"
+               f"{'s' if w['runs'] != 1 else ''}.")
     out.append("")
     if doc.get("quant_table"):
         out += _quant_section(doc)
@@ -312,10 +316,19 @@ def _baseline_section(doc: dict[str, Any]) -> list[str]:
     return ["### vlmserve vs llama-cpp-python (same model, same run)", "",
             *_table(["", "vlmserve", f"llama-cpp-python {b.get('version')}",
                      "vlmserve / baseline"], rows), "",
-            f"Baseline: `{b['handler']}`, requests one at a time (a `Llama` is not "
-            f"thread-safe). Output tokens equal on both sides: {match}; question tokens "
+            f"Baseline: `{b['handler']}`, flash_attn={b.get('flash_attn')}, requests one at "
+            f"a time (a `Llama` is not thread-safe); {b.get('capped_runs', 0)} of its runs "
+            "were capped at max_tokens by the benchmark (see BENCHMARKS.md). Load average "
+            f"vlmserve phase {_phase(doc['results'])}, baseline phase {_phase(b)}. "
+            f"Output tokens equal on both sides: {match}; question tokens "
             f"equal: {'yes' if c.get('question_tokens_match') else 'NO'}. Ratios: below "
             "1 is better for times, above 1 for tok/s.", ""]
+
+
+def _phase(part: dict[str, Any]) -> str:
+    la = part.get("load_average") or {}
+    start, end = la.get("start") or [None], la.get("end") or [None]
+    return f"{start[0]}→{end[0]}"
 
 
 def _roofline_section(doc: dict[str, Any]) -> list[str]:
@@ -385,3 +398,9 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"vs {doc['baseline']['name']}: cold TTFT {c['cold_ttft']}×, warm TTFT "
                      f"{c['warm_ttft']}×, decode {c['decode_tok_s']}×")
     return "\n".join(lines) + "\n"
+
+
+def schema_markdown() -> str:
+    """``FIELDS`` as a markdown table (pasted into BENCHMARKS.md)."""
+    rows = [[f"`{path}`", text.replace("|", "\\|")] for path, text in FIELDS.items()]
+    return "\n".join(_table(["Field", "Meaning"], rows)) + "\n"

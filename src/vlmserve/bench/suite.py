@@ -232,6 +232,7 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
                           n_parallel=w.max_concurrency, n_threads=opts.threads,
                           n_gpu_layers=opts.n_gpu_layers)
     progress.note("loading the model")
+    phase_load = load_average()
     rss_before = current_rss_bytes()
     t_load = time.perf_counter()
     engine = create_engine(config)
@@ -275,6 +276,7 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         "peak_rss_bytes": peak,
         "rss_before_load_bytes": rss_before,
         "engine_counters": counters,
+        "load_average": {"start": phase_load, "end": load_average()},
     }
     if opts.roofline:
         progress.note("measuring memory bandwidth")
