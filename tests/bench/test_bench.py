@@ -176,6 +176,26 @@ def test_baseline_side_by_side(tmp_path):
     assert "### vlmserve vs llama-cpp-python" in proc.stdout
 
 
+def test_quant_table(tmp_path):
+    proc = vlmserve("bench", "--demo", "tiny", "--quant-table", "--runs", "1", "--max-tokens",
+                    "4", "--threads", "1", "--no-progress", "--json", "q.json", "--markdown",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "q.json").read_text())
+    rows = {r["quant"]: r for r in doc["quant_table"]}
+    assert list(rows) == ["F16", "Q8_0", "Q5_K_S", "Q4_K_M"]
+    # tiny's 256-wide rows fit K-quant blocks only partly (fallbacks): sizes still shrink
+    assert rows["F16"]["file_size_bytes"] > rows["Q8_0"]["file_size_bytes"] > rows["Q4_K_M"][
+        "file_size_bytes"]
+    for r in rows.values():
+        assert r["completion_ok"] is True
+        assert r["memory_bytes"] == r["llama_model_size_bytes"] + r["kv_cache_bytes"] > 0
+        assert r["peak_rss_bytes"] > 0 and r["decode_tok_s"]["median"] > 0
+        assert r["cold_ttft_ms"]["median"] > 0 and r["warm_ttft_ms"]["median"] > 0
+        assert 0 < r["roofline_fraction"] < 1.5
+    assert "### Quantization" in proc.stdout and "| Q4_K_M |" in proc.stdout
+
+
 @pytest.mark.parametrize("args", [
     ["--demo", "tiny", "--image", "0x5"],
     ["--demo", "tiny", "--concurrency", "0"],
@@ -183,6 +203,7 @@ def test_baseline_side_by_side(tmp_path):
     ["--demo", "tiny", "--runs", "0"],
     ["--demo", "giant"],
     ["--model", "/nonexistent/model.gguf"],
+    ["--url", "http://127.0.0.1:9", "--demo", "tiny"],
     [],  # no model at all
 ])
 def test_bad_input_is_one_line(tmp_path, args):

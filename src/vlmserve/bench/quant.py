@@ -53,7 +53,7 @@ def run_quant_table(opts, progress) -> dict[str, Any]:
         raise BenchError(f"--quant-table needs an F16 (or F32/BF16) model to quantize; "
                          f"{opts.model} is {source.quant_type}")
     doc = _base_doc(opts, "quant-table")
-    doc["workload"]["concurrency"] = [1]
+    doc["workload"]["concurrency"] = []  # one stream at a time
     doc["model"] = _model_json(source, opts.mmproj, opts.demo_size)
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:

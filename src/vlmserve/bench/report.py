@@ -107,6 +107,8 @@ FIELDS: dict[str, str] = {
     "roofline.limit_tok_s": "bandwidth / bytes_per_token",
     "roofline.achieved_tok_s": "median single-stream decode tok/s (engine clock)",
     "roofline.fraction": "achieved / limit",
+    "roofline.applies": "true when decoding ran on the CPU whose memory was measured (false "
+                        "for GPU offload, null over --url)",
     "roofline.weights_exceed_llc": "false: weights fit in cache, the limit does not apply",
     "roofline.engine_threads": "the same at the engine's thread count (or null)",
     "baseline": "null, or the llama-cpp-python run: name, version, handler, api, threads, "
@@ -347,6 +349,9 @@ def _roofline_section(doc: dict[str, Any]) -> list[str]:
     note = "" if r["weights_exceed_llc"] else (
         " The weights fit in the last-level cache, so decoding is not bound by DRAM "
         "bandwidth here and the fraction says little.")
+    if r.get("applies") is False:
+        note += (" Decoding ran on a GPU: this is the host's memory bandwidth, not the GPU's, "
+                 "so the limit and fraction do not apply.")
     return ["### Decode roofline", "",
             *_table(["Bandwidth at", "GB/s", "Bytes/token", "Limit tok/s", "Achieved tok/s",
                      "Fraction"], rows), "",

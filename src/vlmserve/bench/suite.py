@@ -284,6 +284,8 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         doc["roofline"] = roofline_for(
             facts, decode_kv_cells(s, w.max_tokens),
             median(s["engine_decode_tok_s"]) or median(s["decode_tok_s"]), info.threads)
+        # The bandwidth measured is the host's: a bound for CPU decoding only.
+        doc["roofline"]["applies"] = backend == "CPU"
     if opts.baseline:
         doc["baseline"] = run_baseline_for(opts, w, questions, ctx, info.threads, progress)
         doc["comparison"] = compare(doc["results"], doc["baseline"], w)
@@ -409,4 +411,5 @@ def run_http(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         s = result["summary"]
         doc["roofline"] = roofline_for(facts, decode_kv_cells(s, w.max_tokens),
                                        median(s["decode_tok_s"]), opts.threads or 1)
+        doc["roofline"]["applies"] = None  # the server's backend is unknown from here
     return _finish(doc, t0)
