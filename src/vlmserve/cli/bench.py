@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--model", help="text model GGUF (env VLMSERVE_MODEL)")
     g.add_argument("--mmproj", help="vision projector GGUF (default: mmproj*.gguf beside it)")
     g.add_argument("--demo", metavar="SIZE",
-                   help="write and use a random-weight demo model: tiny (~8 MB), small "
-                   "(~0.3 GB), medium (~1.1 GB), 8b-layers (~4 GB)")
+                   help="write and use a random-weight demo model (text + mmproj): tiny (~8 MB), small "
+                   "(~0.33 GB), medium (~1.8 GB), 8b-layers (~3.6 GB)")
     g.add_argument("--demo-dir", help="keep the demo model (and quantizations) here and reuse "
                    "them next time (default: a temporary folder)")
     g.add_argument("--url", help="benchmark a running server (vlmserve serve, or any "
