@@ -1,0 +1,411 @@
+"""The benchmark's outputs: the JSON document's schema, markdown tables, a text summary.
+
+``FIELDS`` documents every key of the JSON document (dotted paths; ``[]`` for
+list items). It is the stable schema: tests check that a real run writes every
+field listed here, and BENCHMARKS.md prints this table. A "summary" value is
+``{"median", "min", "max", "n", "values"}`` over the measured runs (or null when
+nothing was measured, e.g. engine-side figures in --url mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmserve.bench.summary import median
+
+SUMMARY = "summary {median, min, max, n, values}"
+
+FIELDS: dict[str, str] = {
+    "schema": "schema id, 'vlmserve-bench/1'",
+    "command": "the exact command line (shell-quoted)",
+    "date": "UTC start time, ISO 8601",
+    "duration_s": "wall time of the whole benchmark",
+    "mode": "'in-process' (engine in this process), 'http' (--url) or 'quant-table'",
+    "machine.cpu_model": "from /proc/cpuinfo",
+    "machine.logical_cores": "os.cpu_count()",
+    "machine.physical_cores": "distinct core ids in /proc/cpuinfo",
+    "machine.usable_cores": "CPUs this process may run on (affinity)",
+    "machine.last_level_cache_bytes": "largest CPU cache (sysfs)",
+    "machine.memory_total_bytes": "RAM",
+    "machine.os": "kernel",
+    "machine.gpu": "GPU backend when layers are offloaded, else null",
+    "load_average.start": "os.getloadavg() before measuring (1, 5, 15 min)",
+    "load_average.end": "os.getloadavg() after measuring",
+    "versions.vlmserve": "package version",
+    "versions.llama_cpp_python": "package version",
+    "versions.gguf": "package version",
+    "workload.image": "[width, height] of the generated PNG",
+    "workload.prompt_tokens": "text tokens of each question (exact, by the model's tokenizer)",
+    "workload.max_tokens": "output tokens forced per request (greedy)",
+    "workload.runs": "measured cold+warm pairs",
+    "workload.warmup": "unmeasured requests first",
+    "workload.concurrency": "stream counts measured",
+    "workload.questions": "{cold, warm}: the two question texts",
+    "workload.question_tokens": "{cold, warm}: their tokens, counted by the target's tokenizer",
+    "model.path": "text model GGUF",
+    "model.mmproj_path": "vision projector GGUF",
+    "model.demo_size": "demo size when --demo, else null",
+    "model.random_weights": "true for demo models, null when unknown",
+    "model.name": "general.name",
+    "model.quant_type": "general.file_type as a name (F16, Q8_0, Q4_K_M...)",
+    "model.file_size_bytes": "text model file size",
+    "model.mmproj_file_size_bytes": "projector file size",
+    "model.n_params": "text model parameters (llama.cpp), null in --url mode",
+    "model.llama_model_size_bytes": "llama.cpp's model size, null in --url mode",
+    "model.weight_bytes_per_token": "bytes one decode step reads (see roofline.counted)",
+    "engine.backend": "'CPU', or the GPU backend (CUDA, Metal, Vulkan...) when offloading",
+    "engine.gpu_offload": "llama.cpp build supports GPU offload",
+    "engine.threads": "llama.cpp threads",
+    "engine.n_parallel": "slots (= the largest concurrency level)",
+    "engine.n_ctx_per_slot": "KV cells per slot",
+    "engine.kv_cache_bytes": "F16 K+V for all slots (computed from the GGUF shape)",
+    "engine.load_ms": "model + projector load time",
+    "engine.cpu_features": "SIMD features llama.cpp reports",
+    "engine.system_info": "llama_print_system_info()",
+    "results.summary.image_encode_ms": f"{SUMMARY}: vision encoder time, cold runs",
+    "results.summary.cold_ttft_ms": f"{SUMMARY}: new picture; client clock from the PNG "
+                                    "bytes to the first streamed text",
+    "results.summary.warm_ttft_ms": f"{SUMMARY}: same picture, new question",
+    "results.summary.warm_cold_ratio": f"{SUMMARY}: per-run warm/cold TTFT",
+    "results.summary.engine_cold_ttft_ms": f"{SUMMARY}: engine clock, submit to first token",
+    "results.summary.engine_warm_ttft_ms": SUMMARY,
+    "results.summary.engine_warm_cold_ratio": SUMMARY,
+    "results.summary.prefill_tok_s": f"{SUMMARY}: new prompt cells / prefill time, cold runs",
+    "results.summary.decode_tok_s": f"{SUMMARY}: single stream, tokens after the first / "
+                                    "time after the first (client clock)",
+    "results.summary.engine_decode_tok_s": f"{SUMMARY}: the same on the engine clock",
+    "results.summary.cold_cached_tokens": f"{SUMMARY}: prompt cells reused on cold runs "
+                                          "(the chat template's first tokens at most)",
+    "results.summary.warm_cached_tokens": f"{SUMMARY}: prompt cells reused on warm runs",
+    "results.summary.prompt_tokens": f"{SUMMARY}: KV cells of the cold prompt (image incl.)",
+    "results.summary.question_tokens": f"{SUMMARY}: measured text tokens of the question",
+    "results.summary.completion_tokens": "list: output tokens of every measured run",
+    "results.summary.completion_ok": "every run produced exactly max_tokens",
+    "results.runs[]": "one record per measured request (kind cold|warm, all figures)",
+    "results.concurrency[].streams": "N streams started together, each its own picture",
+    "results.concurrency[].pass": "'cold' (new pictures) or 'warm' (same, new question)",
+    "results.concurrency[].mode": "'concurrent', or 'sequential' for the baseline",
+    "results.concurrency[].wall_ms": "first request start to last request end",
+    "results.concurrency[].completion_tokens": "total over the N streams",
+    "results.concurrency[].aggregate_tok_s": "completion_tokens / wall time",
+    "results.concurrency[].decode_phase_tok_s": "tokens/s while all N streams decoded "
+                                                "(null when they barely overlapped)",
+    "results.concurrency[].per_stream_decode_tok_s": SUMMARY,
+    "results.concurrency[].ttft_ms": SUMMARY,
+    "results.concurrency[].completion_ok": "every stream produced exactly max_tokens",
+    "results.peak_rss_bytes": "peak RSS of the benchmark process (ru_maxrss)",
+    "results.rss_before_load_bytes": "RSS just before the model was loaded",
+    "results.load_average": "{start, end} of the vlmserve phase (the baseline has its own)",
+    "results.engine_counters": "engine counters over the measured requests: image cache "
+                               "hits/misses, prefix_tokens_reused, mean/max_batch_tokens...",
+    "roofline.bandwidth.gb_s": "measured memory bandwidth: best over the thread counts tried "
+                               "(all cores, and the engine's thread count)",
+    "roofline.bandwidth_by_threads": "{threads: GB/s} for each thread count measured",
+    "roofline.bandwidth.method": "how it was measured",
+    "roofline.bytes_per_token": "weights + KV read per decode step",
+    "roofline.counted": "what bytes_per_token counts",
+    "roofline.limit_tok_s": "bandwidth / bytes_per_token",
+    "roofline.achieved_tok_s": "median single-stream decode tok/s (engine clock)",
+    "roofline.fraction": "achieved / limit",
+    "roofline.applies": "true when decoding ran on the CPU whose memory was measured (false "
+                        "for GPU offload, null over --url)",
+    "roofline.weights_exceed_llc": "false: weights fit in cache, the limit does not apply",
+    "roofline.engine_threads": "the same at the engine's thread count (or null)",
+    "baseline": "null, or the llama-cpp-python run: name, version, handler, api, threads, "
+                "flash_attn, capped_runs, load_ms (projector excluded: it loads at the first "
+                "request), load_average, peak_rss_bytes, question_tokens, summary, runs, "
+                "concurrency (same shapes as results)",
+    "comparison": "null, or vlmserve / baseline ratios: cold_ttft, warm_ttft, "
+                  "warm_cold_ratio, decode_tok_s, aggregate_tok_s per level, peak_rss; and "
+                  "question_tokens_match, completion_tokens_match",
+    "quant_table": "null, or one row per quantization: quant, file_size_bytes, "
+                   "llama_model_size_bytes, kv_cache_bytes, memory_bytes, peak_rss_bytes, "
+                   "cold/warm TTFT, prefill and decode tok/s, roofline_fraction",
+}
+
+
+def get_path(doc: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    """(present, value) of a FIELDS path; ``a[].b`` checks ``b`` in every item of ``a``."""
+    node: Any = doc
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if part.endswith("[]"):
+            items = node.get(part[:-2]) if isinstance(node, dict) else None
+            if not isinstance(items, list):
+                return False, None
+            rest = ".".join(parts[i + 1:])
+            if not rest:
+                return True, items
+            return all(get_path(item, rest)[0] for item in items) and bool(items), items
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def _n(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def _mb(x: int | None) -> str:
+    if not x:
+        return "–"
+    return f"{x / 1e9:.2f} GB" if x >= 1e9 else f"{x / 1e6:.0f} MB"
+
+
+def _s(summary: dict[str, Any] | None, digits: int = 0) -> str:
+    """median (min–max)"""
+    if not summary:
+        return "–"
+    if summary["n"] == 1 or summary["min"] == summary["max"]:
+        return _n(summary["median"], digits)
+    return (f"{_n(summary['median'], digits)} ({_n(summary['min'], digits)}–"
+            f"{_n(summary['max'], digits)})")
+
+
+def hardware_label(doc: dict[str, Any]) -> str:
+    m, e = doc["machine"], doc.get("engine") or {}
+    if doc.get("mode") == "http":
+        return f"server at {e.get('url')} (client: {m['cpu_model']})"
+    backend = e.get("backend") or "CPU"
+    cores = m.get("usable_cores") or m.get("logical_cores")
+    threads = e.get("threads")
+    label = f"{m['cpu_model']}, {cores} cores"
+    if threads:
+        label += f", {threads} thread{'s' if threads != 1 else ''}"
+    return f"{label} ({backend})"
+
+
+def model_label(doc: dict[str, Any]) -> str:
+    m = doc["model"]
+    parts = [m.get("demo_size") and f"demo {m['demo_size']}" or (m.get("name") or "model"),
+             m.get("quant_type") or "?"]
+    label = " / ".join(p for p in parts if p)
+    if m.get("random_weights"):
+        label += " (random weights)"
+    return label
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+MAIN_HEADER = ["Model / quant", "Hardware", "Image", "Prompt tok", "Output tok",
+               "Image encode ms", "TTFT cold ms", "TTFT warm ms", "Warm/cold",
+               "Prefill tok/s", "Decode tok/s", "Peak RSS", "File size"]
+
+
+def main_rows(doc: dict[str, Any]) -> list[list[str]]:
+    s = doc["results"]["summary"]
+    w, m = doc["workload"], doc["model"]
+    return [[
+        model_label(doc), hardware_label(doc), "{}x{}".format(*w["image"]),
+        str(w["prompt_tokens"]), str(w["max_tokens"]),
+        _s(s["image_encode_ms"]), _s(s["cold_ttft_ms"]), _s(s["warm_ttft_ms"]),
+        _n(median(s["warm_cold_ratio"]), 3), _s(s["prefill_tok_s"], 1),
+        _s(s["decode_tok_s"], 1), _mb(doc["results"].get("peak_rss_bytes")),
+        _mb(m.get("file_size_bytes")),
+    ]]
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    out: list[str] = []
+    w = doc["workload"]
+    out.append(f"## vlmserve bench: {model_label(doc)} on {hardware_label(doc)}")
+    out.append("")
+    out.append(f"`{doc['command']}`  ")
+    load = doc.get("load_average") or {}
+    out.append(f"{doc['date']}; load average at start {load.get('start')}, end "
+               f"{load.get('end')}; medians (min–max) over {w['runs']} run"
+               f"{'s' if w['runs'] != 1 else ''}.")
+    out.append("")
+    if doc.get("quant_table"):
+        out += _quant_section(doc)
+        return "\n".join(out) + "\n"
+    res = doc["results"]
+    out += _table(MAIN_HEADER, main_rows(doc))
+    out.append("")
+    s = res["summary"]
+    out.append(f"Completion tokens per run: {'all ' + str(w['max_tokens']) if s['completion_ok'] else s['completion_tokens']}; "
+               f"cached prompt cells cold {_s(s['cold_cached_tokens'])}, warm "
+               f"{_s(s['warm_cached_tokens'])}; engine-clock TTFT cold "
+               f"{_s(s['engine_cold_ttft_ms'])} ms, warm {_s(s['engine_warm_ttft_ms'])} ms "
+               f"(ratio {_n(median(s['engine_warm_cold_ratio']), 3)}).")
+    out.append("")
+    out += _concurrency_section(doc)
+    if doc.get("baseline"):
+        out += _baseline_section(doc)
+    if doc.get("roofline"):
+        out += _roofline_section(doc)
+    counters = res.get("engine_counters")
+    if counters:
+        out.append("Engine counters over the measured requests: "
+                   f"image cache {counters['image_cache_hits']} hits / "
+                   f"{counters['image_cache_misses']} misses, "
+                   f"{counters['prefix_tokens_reused']:,} prompt cells reused, "
+                   f"{counters['prompt_tokens_processed']:,} prefilled, mean batch "
+                   f"{counters['mean_batch_tokens']} tokens (max {counters['max_batch_tokens']}).")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _levels(doc_part: dict[str, Any] | None, pass_name: str) -> dict[int, dict[str, Any]]:
+    if not doc_part:
+        return {}
+    return {lv["streams"]: lv for lv in doc_part.get("concurrency", [])
+            if lv["pass"] == pass_name}
+
+
+def _concurrency_section(doc: dict[str, Any]) -> list[str]:
+    cold, warm = _levels(doc["results"], "cold"), _levels(doc["results"], "warm")
+    if not cold:
+        return []
+    base = _levels(doc.get("baseline"), "cold")
+    header = ["Streams", "Aggregate tok/s (new pictures)", "Decode-phase tok/s",
+              "Aggregate tok/s (follow-up question)", "Per-stream decode tok/s",
+              "TTFT ms (new pictures)"]
+    if base:
+        header += ["llama-cpp-python tok/s (sequential)", "vlmserve / baseline"]
+    rows = []
+    for n, lv in cold.items():
+        row = [str(n), _n(lv["aggregate_tok_s"], 1), _n(lv["decode_phase_tok_s"], 1),
+               _n((warm.get(n) or {}).get("aggregate_tok_s"), 1),
+               _s(lv["per_stream_decode_tok_s"], 1), _s(lv["ttft_ms"])]
+        if base:
+            b = base.get(n) or {}
+            r = (lv["aggregate_tok_s"] / b["aggregate_tok_s"]
+                 if b.get("aggregate_tok_s") else None)
+            row += [_n(b.get("aggregate_tok_s"), 1), _n(r, 2) + ("×" if r else "")]
+        rows.append(row)
+    return ["### Concurrent streams", "", *_table(header, rows), ""]
+
+
+def _baseline_section(doc: dict[str, Any]) -> list[str]:
+    s, b, c = doc["results"]["summary"], doc["baseline"], doc["comparison"]
+    bs = b["summary"]
+
+    def line(name: str, key: str, digits: int = 0, ratio_key: str | None = None) -> list[str]:
+        r = c.get(ratio_key or key)
+        return [name, _s(s[key], digits), _s(bs[key], digits),
+                (_n(r, 2) + "×") if r is not None else "–"]
+
+    rows = [
+        line("TTFT, new picture (ms)", "cold_ttft_ms", 0, "cold_ttft"),
+        line("TTFT, same picture, new question (ms)", "warm_ttft_ms", 0, "warm_ttft"),
+        ["Warm / cold TTFT", _n(median(s["warm_cold_ratio"]), 3),
+         _n(median(bs["warm_cold_ratio"]), 3), _n(c.get("warm_cold_ratio"), 2) + "×"],
+        line("Decode tok/s (one stream)", "decode_tok_s", 1, "decode_tok_s"),
+    ]
+    for n, r in (c.get("aggregate_tok_s") or {}).items():
+        v = _levels(doc["results"], "cold").get(int(n), {}).get("aggregate_tok_s")
+        bv = _levels(b, "cold").get(int(n), {}).get("aggregate_tok_s")
+        rows.append([f"Aggregate tok/s, {n} stream{'s' if int(n) > 1 else ''}", _n(v, 1),
+                     _n(bv, 1) + " (sequential)", _n(r, 2) + "×" if r else "–"])
+    rows.append(["Peak RSS", _mb(doc["results"].get("peak_rss_bytes")),
+                 _mb(b.get("peak_rss_bytes")), _n(c.get("peak_rss"), 2) + "×"])
+    rows.append(["Load time (ms)", _n(doc["engine"].get("load_ms")), _n(b.get("load_ms")),
+                 "–"])
+    match = "yes" if c.get("completion_tokens_match") else "NO"
+    return ["### vlmserve vs llama-cpp-python (same model, same run)", "",
+            *_table(["", "vlmserve", f"llama-cpp-python {b.get('version')}",
+                     "vlmserve / baseline"], rows), "",
+            f"Baseline: `{b['handler']}`, flash_attn={b.get('flash_attn')}, requests one at "
+            f"a time (a `Llama` is not thread-safe); {b.get('capped_runs', 0)} of its runs "
+            "were capped at max_tokens by the benchmark (see BENCHMARKS.md). Load average "
+            f"vlmserve phase {_phase(doc['results'])}, baseline phase {_phase(b)}. "
+            f"Output tokens equal on both sides: {match}; question tokens "
+            f"equal: {'yes' if c.get('question_tokens_match') else 'NO'}. Ratios: below "
+            "1 is better for times, above 1 for tok/s.", ""]
+
+
+def _phase(part: dict[str, Any]) -> str:
+    la = part.get("load_average") or {}
+    start, end = la.get("start") or [None], la.get("end") or [None]
+    return f"{start[0]}→{end[0]}"
+
+
+def _roofline_section(doc: dict[str, Any]) -> list[str]:
+    r = doc["roofline"]
+    bw = r["bandwidth"]
+    rows = [[f"best ({bw['threads']} thread{'s' if bw['threads'] != 1 else ''})",
+             f"{bw['gb_s']:.1f} (read {bw['read_gb_s']:.1f}, copy "
+             f"{bw['copy_gb_s']:.1f})", _mb(r["bytes_per_token"]), _n(r["limit_tok_s"], 1),
+             _n(r["achieved_tok_s"], 1), _n(r["fraction"], 3)]]
+    et = r.get("engine_threads")
+    if et:
+        rows.append([f"{et['bandwidth']['threads']} thread(s) (engine)",
+                     f"{et['bandwidth']['gb_s']:.1f}", _mb(r["bytes_per_token"]),
+                     _n(et["limit_tok_s"], 1), _n(r["achieved_tok_s"], 1),
+                     _n(et["fraction"], 3)])
+    note = "" if r["weights_exceed_llc"] else (
+        " The weights fit in the last-level cache, so decoding is not bound by DRAM "
+        "bandwidth here and the fraction says little.")
+    if r.get("applies") is False:
+        note += (" Decoding ran on a GPU: this is the host's memory bandwidth, not the GPU's, "
+                 "so the limit and fraction do not apply.")
+    return ["### Decode roofline", "",
+            *_table(["Bandwidth at", "GB/s", "Bytes/token", "Limit tok/s", "Achieved tok/s",
+                     "Fraction"], rows), "",
+            f"Bytes per token: {r['counted']}.{note}", ""]
+
+
+def _quant_section(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for q in doc["quant_table"]:
+        rows.append([q["quant"], _mb(q["file_size_bytes"]), _mb(q["memory_bytes"]),
+                     _mb(q["peak_rss_bytes"]), _s(q["cold_ttft_ms"]), _s(q["warm_ttft_ms"]),
+                     _s(q["prefill_tok_s"], 1), _s(q["decode_tok_s"], 1),
+                     _n(q.get("roofline_fraction"), 3)])
+    bw = (doc.get("roofline") or {}).get("bandwidth") or {}
+    return ["### Quantization", "",
+            *_table(["Quant", "File size", "Model + KV (llama.cpp)", "Peak RSS",
+                     "TTFT cold ms", "TTFT warm ms", "Prefill tok/s", "Decode tok/s",
+                     "Roofline fraction"], rows), "",
+            f"One stream; roofline against {bw.get('gb_s', 0):.1f} GB/s measured memory "
+            "bandwidth.", ""]
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    """A few plain lines for the terminal (the default output)."""
+    if doc.get("quant_table"):
+        return render_markdown(doc)
+    s = doc["results"]["summary"]
+    lines = [
+        f"{model_label(doc)} on {hardware_label(doc)}",
+        f"image encode  {_s(s['image_encode_ms'])} ms",
+        f"TTFT cold     {_s(s['cold_ttft_ms'])} ms",
+        f"TTFT warm     {_s(s['warm_ttft_ms'])} ms  (warm/cold "
+        f"{_n(median(s['warm_cold_ratio']), 3)})",
+        f"prefill       {_s(s['prefill_tok_s'], 1)} tok/s",
+        f"decode        {_s(s['decode_tok_s'], 1)} tok/s  (completion tokens "
+        f"{'ok' if s['completion_ok'] else s['completion_tokens']})",
+    ]
+    for lv in doc["results"]["concurrency"]:
+        lines.append(f"{lv['streams']} stream(s), {lv['pass']:<4}  {_n(lv['aggregate_tok_s'], 1)}"
+                     f" tok/s aggregate")
+    if doc["results"].get("peak_rss_bytes"):
+        lines.append(f"peak RSS      {_mb(doc['results']['peak_rss_bytes'])}")
+    if doc.get("roofline") and doc["roofline"].get("fraction") is not None:
+        r = doc["roofline"]
+        lines.append(f"roofline      {r['achieved_tok_s']} / {r['limit_tok_s']} tok/s = "
+                     f"{r['fraction']} ({r['bandwidth']['gb_s']} GB/s)")
+    if doc.get("comparison"):
+        c = doc["comparison"]
+        lines.append(f"vs {doc['baseline']['name']}: cold TTFT {c['cold_ttft']}×, warm TTFT "
+                     f"{c['warm_ttft']}×, decode {c['decode_tok_s']}×")
+    return "\n".join(lines) + "\n"
+
+
+def schema_markdown() -> str:
+    """``FIELDS`` as a markdown table (pasted into BENCHMARKS.md)."""
+    rows = [[f"`{path}`", text.replace("|", "\\|")] for path, text in FIELDS.items()]
+    return "\n".join(_table(["Field", "Meaning"], rows)) + "\n"
