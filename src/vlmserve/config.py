@@ -66,6 +66,9 @@ class EngineConfig:
     seed: int = 0  # default seed for requests that give none and sample
     prefix_cache: bool = True
     check_memory: bool = True  # refuse to load what would not fit (see engine.preflight)
+    # Flash attention for the text model: "auto" = on with GPU offload, off on CPU, where
+    # llama.cpp's CPU flash-attention kernel decoded ~25 % slower in our bench (BENCHMARKS.md).
+    flash_attn: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.n_ctx_per_slot >= 256, "context per slot must be >= 256 tokens")
@@ -76,6 +79,13 @@ class EngineConfig:
         _require(self.max_queue >= 1, "max_queue must be >= 1")
         _require(self.image_min_tokens >= 0 and self.image_max_tokens >= 0,
                  "image token bounds must be >= 0")
+        _require(self.flash_attn in ("auto", "on", "off"), "flash_attn must be auto, on or off")
+
+    def use_flash_attn(self, gpu_offload: bool) -> bool:
+        """Whether the text model's context uses flash attention on this build."""
+        if self.flash_attn == "auto":
+            return gpu_offload and self.n_gpu_layers != 0
+        return self.flash_attn == "on"
 
     @property
     def threads(self) -> int:

@@ -52,6 +52,8 @@ class ServerSettings(BaseSettings):
     threads: int = Field(0, ge=0, description="llama.cpp threads; 0 picks a default")
     batch_size: int = Field(512, ge=32, description="most tokens in one llama_decode")
     n_gpu_layers: int = Field(-1, description="layers to offload; -1 all the build can")
+    flash_attn: str = Field("auto", pattern="^(auto|on|off)$",
+                            description="text-model flash attention: auto = on with a GPU")
     image_cache_mb: int = Field(512, ge=0, description="vision-embedding cache budget")
     max_queue: int = Field(64, ge=1, description="requests waiting for a slot before 503")
 
@@ -126,6 +128,7 @@ class ServerSettings(BaseSettings):
             n_threads=self.threads,
             n_batch=self.batch_size,
             n_gpu_layers=self.n_gpu_layers,
+            flash_attn=self.flash_attn,
             image_cache_mb=self.image_cache_mb,
             max_queue=self.max_queue,
         )

@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(images, streaming, caches, API) works as with the real model.")
     p.add_argument("dir", help="output folder")
     p.add_argument("--size", choices=list(SHAPES), default="tiny",
-                   help="tiny (~8 MB, default), small (~0.3 GB), medium (~1.1 GB), "
-                   "8b-layers (real 8B layer sizes, 8 layers, ~4 GB)")
+                   help="tiny (~8 MB, default), small (~0.3 GB), medium (~1.8 GB), "
+                   "8b-layers (real 8B layer sizes, 8 layers, ~3.3 GB)")
     p.add_argument("--quant", choices=["Q8_0", "Q5_K_S", "Q4_K_M"], default=None,
                    help="also quantize the text model with llama.cpp's quantizer")
     p.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ctx-size", type=int, default=8192, help="KV cells per slot (default 8192)")
     g.add_argument("--n-gpu-layers", type=int, default=-1,
                    help="layers to offload to the GPU (-1: all the build supports)")
+    g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
+                   help="text-model flash attention (default auto: on with a GPU, off on CPU)")
     g.add_argument("--image-max-tokens", type=int, default=0,
                    help="cap on vision tokens per image (trade detail for speed)")
     g.add_argument("--image-min-tokens", type=int, default=0, help="floor on vision tokens")
@@ -60,6 +62,7 @@ def engine_config_from_args(args: argparse.Namespace, n_parallel: int = 1,
         n_parallel=n_parallel,
         n_threads=args.threads,
         n_gpu_layers=args.n_gpu_layers,
+        flash_attn=args.flash_attn,
         image_min_tokens=args.image_min_tokens,
         image_max_tokens=args.image_max_tokens,
         **overrides,

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=int, help="CPU threads (default: a sensible share)")
     g.add_argument("--batch-size", type=int, help="most tokens per decode step (default 512)")
     g.add_argument("--n-gpu-layers", type=int, help="layers to offload (default -1: all)")
+    g.add_argument("--flash-attn", choices=["auto", "on", "off"],
+                   help="text-model flash attention (default auto: on with a GPU, off on CPU)")
     g.add_argument("--image-cache-mb", type=int, help="vision-embedding cache (default 512)")
     g.add_argument("--max-queue", type=int, help="waiting requests before 503 (default 64)")
     g = p.add_argument_group("requests")
@@ -76,7 +78,7 @@ def _flag(group: argparse._ArgumentGroup, name: str, help: str, dest: str | None
 
 _SETTINGS_FLAGS = (
     "model", "mmproj", "demo", "host", "port", "api_key", "ui", "log_level", "parallel",
-    "ctx_size", "threads", "batch_size", "n_gpu_layers", "image_cache_mb", "max_queue",
+    "ctx_size", "threads", "batch_size", "n_gpu_layers", "flash_attn", "image_cache_mb", "max_queue",
     "context_budget", "max_tokens", "allow_remote_images", "image_max_edge", "image_max_mb",
     "session_ttl_s", "max_sessions", "templates_file",
 )

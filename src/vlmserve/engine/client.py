@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -97,7 +99,10 @@ class EngineClient:
         return image_token_count(width, height, **kwargs)
 
     def snapshot(self) -> EngineSnapshot:
-        return EngineSnapshot(self._loop.counters, self._loop.image_cache.stats(),
+        """A copy of the counters (the engine thread keeps changing the live ones)."""
+        c = self._loop.counters
+        counters = dataclasses.replace(c, finished=Counter(c.finished))
+        return EngineSnapshot(counters, self._loop.image_cache.stats(),
                               self._loop.queue_depth, self._loop.busy_slots,
                               len(self._loop.slots))
 

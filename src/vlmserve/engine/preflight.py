@@ -33,7 +33,8 @@ def preflight(config: EngineConfig, gpu_offload: bool) -> tuple[GGUFInfo, GGUFIn
         estimate = estimate_memory(model, mmproj, n_ctx=config.n_ctx_per_slot,
                                    n_parallel=config.n_parallel,
                                    image_cache_mb=config.image_cache_mb,
-                                   n_ubatch=config.n_batch)
+                                   n_ubatch=config.n_batch,
+                                   flash_attn=config.use_flash_attn(gpu_offload))
         check_fit(estimate, available_memory(),
                   use_gpu=gpu_offload and config.n_gpu_layers != 0)
     return model, mmproj

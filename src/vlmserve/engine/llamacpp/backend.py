@@ -196,6 +196,9 @@ class LlamaBackend:
         cparams.no_perf = True
         # One KV stream per slot: slots never see each other's cells.
         cparams.kv_unified = False
+        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                                   if cfg.use_flash_attn(gpu_offload_supported())
+                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise ModelLoadError(f"could not create a llama.cpp context of {cfg.n_ctx_total} "
