@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from vlmserve.bench.gguf_facts import quant_name
 from vlmserve.bench.report import FIELDS, get_path
 from vlmserve.bench.summary import summarize
 from vlmserve.bench.workload import (
@@ -230,4 +229,3 @@ def test_parsers_and_helpers():
     assert summarize([3, 1, 2]) == {"median": 2, "min": 1, "max": 3, "n": 3,
                                     "values": [3, 1, 2]}
     assert summarize([None]) is None
-    assert quant_name(1) == "F16" and quant_name(15) == "Q4_K_M" and quant_name(None) == "unknown"

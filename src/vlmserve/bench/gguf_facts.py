@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vlmserve.bench.workload import BenchError
+from vlmserve.errors import VlmserveError
+from vlmserve.models.gguf_info import read_gguf_info
 
 
 @dataclass(frozen=True)
@@ -50,66 +52,34 @@ class ModelFacts:
         return d
 
 
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    try:
-        return field.contents()
-    except Exception:  # malformed field: treat as absent
-        return default
-
-
-def quant_name(file_type: int | None) -> str:
-    if file_type is None:
-        return "unknown"
-    from gguf.constants import LlamaFileType
-
-    try:
-        name = LlamaFileType(int(file_type)).name
-    except ValueError:
-        return f"ftype {file_type}"
-    return {"ALL_F32": "F32"}.get(name, name.removeprefix("MOSTLY_"))
-
-
 def read_model_facts(path: str | Path) -> ModelFacts:
-    """Parse the header of a text-model GGUF; ``BenchError`` when it cannot be read."""
-    from gguf import GGUFReader
-
-    p = Path(path)
+    """Facts from a text-model GGUF header (``models.gguf_info``); ``BenchError`` if unreadable."""
     try:
-        reader = GGUFReader(str(p))
-    except Exception as exc:  # the gguf package raises ValueError, struct.error, OSError...
-        raise BenchError(f"cannot read GGUF header of {p}: {exc}") from exc
-    arch = str(_field(reader, "general.architecture", "unknown"))
-    n_embd = int(_field(reader, f"{arch}.embedding_length", 0) or 0)
-    n_head = int(_field(reader, f"{arch}.attention.head_count", 1) or 1)
-    n_head_kv = int(_field(reader, f"{arch}.attention.head_count_kv", n_head) or n_head)
-    head_dim = int(_field(reader, f"{arch}.attention.key_length", 0) or 0) or (
-        n_embd // max(n_head, 1))
-    block = output = embd = total = 0
+        info = read_gguf_info(path)
+    except VlmserveError as exc:
+        raise BenchError(f"cannot read GGUF header of {path}: {exc.message}") from exc
+    block = output = embd = 0
     has_output = False
-    for t in reader.tensors:
-        n = int(t.n_bytes)
-        total += n
+    for t in info.tensors:
         if t.name.startswith("blk."):
-            block += n
+            block += t.n_bytes
         elif t.name in ("output.weight", "output_norm.weight"):
-            output += n
+            output += t.n_bytes
             has_output = has_output or t.name == "output.weight"
         elif t.name == "token_embd.weight":
-            embd = n
+            embd = t.n_bytes
+    n_head = info.n_head or 1
     return ModelFacts(
-        path=str(p),
-        file_size_bytes=p.stat().st_size,
-        quant_type=quant_name(_field(reader, "general.file_type")),
-        architecture=arch,
-        name=_field(reader, "general.name"),
-        n_layer=int(_field(reader, f"{arch}.block_count", 0) or 0),
-        n_embd=n_embd,
-        n_head_kv=n_head_kv,
-        head_dim=head_dim,
-        tensor_bytes=total,
+        path=str(info.path),
+        file_size_bytes=info.file_size,
+        quant_type=info.file_type or "unknown",
+        architecture=info.architecture or "unknown",
+        name=info.name,
+        n_layer=info.n_layer or 0,
+        n_embd=info.n_embd or 0,
+        n_head_kv=info.n_head_kv or n_head,
+        head_dim=info.key_length or ((info.n_embd or 0) // n_head),
+        tensor_bytes=info.tensor_data_bytes,
         block_bytes=block,
         output_bytes=output,
         embedding_bytes=embd,
