@@ -66,6 +66,8 @@ class ServerSettings(BaseSettings):
         False, description="let requests name http(s) image URLs for the server to fetch")
     remote_image_timeout_s: float = Field(10.0, gt=0, le=300)
     image_max_edge: int = Field(1024, ge=32, le=8192, description="longest edge after resize")
+    image_min_tokens: int = Field(0, ge=0, description="floor on vision tokens (0: model's)")
+    image_max_tokens: int = Field(0, ge=0, description="cap on vision tokens (0: model's)")
     image_max_mb: float = Field(20.0, gt=0, le=1024, description="largest accepted image file")
     max_request_mb: float = Field(
         0.0, ge=0, description="largest /v1 request body; 0: image_max_mb x 1.4 + 256 kB")
@@ -129,6 +131,8 @@ class ServerSettings(BaseSettings):
             n_batch=self.batch_size,
             n_gpu_layers=self.n_gpu_layers,
             flash_attn=self.flash_attn,
+            image_min_tokens=self.image_min_tokens,
+            image_max_tokens=self.image_max_tokens,
             image_cache_mb=self.image_cache_mb,
             max_queue=self.max_queue,
         )

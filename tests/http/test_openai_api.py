@@ -326,3 +326,13 @@ def test_one_sessions_turns_run_one_at_a_time(client: openai.OpenAI) -> None:
     # Serialized: the later turn's prompt holds the earlier one's question and answer.
     # (Run together, both would have read the same history: equal prompts.)
     assert abs(results[0] - results[1]) >= 5, results
+
+
+def test_image_token_cap_trades_detail_for_speed(start_server) -> None:
+    server = start_server("--image-max-tokens", "64", "--no-ui")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(model="m", max_tokens=2,
+                                            messages=[image_message()])
+    # 768x768 is 576 tokens by default; capped, mtmd scales it down to at most 64
+    assert 8 <= answer.x_vlmserve["image_tokens"] <= 64
+    assert answer.usage.prompt_tokens < 100

@@ -60,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--image-max-edge", type=int, help="resize images to this longest edge "
                    "(default 1024)")
     g.add_argument("--image-max-mb", type=float, help="largest image file (default 20)")
+    g.add_argument("--image-max-tokens", type=int,
+                   help="cap on vision tokens per image: trade detail for speed (default: "
+                   "the model's, 4096 for Qwen3-VL)")
+    g.add_argument("--image-min-tokens", type=int, help="floor on vision tokens per image")
     g.add_argument("--session-ttl-s", type=float, help="idle seconds before a server-side "
                    "session is forgotten (default 3600)")
     g.add_argument("--max-sessions", type=int, help="server-side sessions kept (default 1000; "
@@ -80,6 +84,7 @@ _SETTINGS_FLAGS = (
     "model", "mmproj", "demo", "host", "port", "api_key", "ui", "log_level", "parallel",
     "ctx_size", "threads", "batch_size", "n_gpu_layers", "flash_attn", "image_cache_mb", "max_queue",
     "context_budget", "max_tokens", "allow_remote_images", "image_max_edge", "image_max_mb",
+    "image_min_tokens", "image_max_tokens",
     "session_ttl_s", "max_sessions", "templates_file",
 )
 
