@@ -204,8 +204,9 @@ class EngineLoop:
         choice = choose_slot([(s.index, s.cached, s.last_used) for s in free], job.units)
         slot = self.slots[choice.slot_index]
         reused = choice.reused_units if self.prefix_cache else 0
+        if not self.backend.seq_truncate(slot.index, position_after(job.units, reused)):
+            reused = 0  # llama.cpp cleared the whole sequence instead
         pos = position_after(job.units, reused)
-        self.backend.seq_truncate(slot.index, pos)
         slot.keep(reused)
         job.cursor, job.n_past = reused, pos
         job.cached_tokens = cells_in(job.units, reused)
@@ -337,10 +338,7 @@ class EngineLoop:
     def _fail_slot(self, slot: Slot, message: str) -> None:
         """A llama.cpp call failed for this slot: its KV is unknown, so clear it."""
         slot.keep(0)
-        try:
-            self.backend.seq_truncate(slot.index, 0)
-        except VlmserveError:
-            log.warning("could not clear sequence %d after a failure", slot.index)
+        self.backend.seq_truncate(slot.index, 0)
         self._finish(slot, FinishReason.ERROR, error=message, error_status=500,
                      error_code="engine_error")
 

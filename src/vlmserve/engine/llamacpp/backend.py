@@ -432,10 +432,13 @@ class LlamaBackend:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     # ---- KV memory -----------------------------------------------------------------
-    def seq_truncate(self, seq_id: int, pos: int) -> None:
-        """Drop ``seq_id``'s KV cells at positions >= ``pos`` (0 clears the sequence)."""
-        if not llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1):
-            # Partial removal can fail on some cache types; fall back to a full clear.
-            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
-            raise EngineError(f"could not truncate sequence {seq_id} at {pos}")
+    def seq_truncate(self, seq_id: int, pos: int) -> bool:
+        """Drop ``seq_id``'s KV cells at positions >= ``pos`` (0 clears the sequence).
 
+        Returns False when llama.cpp refused the partial removal (some cache types
+        cannot cut a sequence in the middle); the whole sequence is cleared then.
+        """
+        if llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1):
+            return True
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
+        return False
