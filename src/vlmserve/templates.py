@@ -83,10 +83,12 @@ class PromptTemplate(BaseModel):
                 raise ValueError(f"must be plain JSON ({exc})") from exc
         return value
 
-    def to_messages(self, *images: PreparedImage) -> list[ChatMessage]:
-        """The conversation that asks this template's question about ``images``."""
+    def to_messages(self, *images: PreparedImage, question: str | None = None
+                    ) -> list[ChatMessage]:
+        """The conversation that asks this template's question (or ``question``, with
+        the template's system prompt) about ``images``."""
         messages = [ChatMessage.system(self.system)] if self.system else []
-        messages.append(ChatMessage.user(self.prompt, *images))
+        messages.append(ChatMessage.user(self.prompt if question is None else question, *images))
         return messages
 
 

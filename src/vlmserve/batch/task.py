@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from vlmserve.batch.schema import StructuredOutput
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError
-from vlmserve.templates import DEFAULT_TEMPLATE, TemplateRegistry
+from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate, TemplateRegistry
 from vlmserve.types import PreparedImage, SamplingParams
 
 
@@ -22,7 +22,7 @@ class Task:
 
     template: str | None
     prompt: str
-    system: str | None
+    source: PromptTemplate  # the template whose system prompt frames the question
     sampling: SamplingParams
     structured: StructuredOutput | None = None
 
@@ -31,8 +31,7 @@ class Task:
         return (self.template, self.prompt)
 
     def messages(self, image: PreparedImage) -> list[ChatMessage]:
-        head = [ChatMessage.system(self.system)] if self.system else []
-        return [*head, ChatMessage.user(self.prompt, image)]
+        return self.source.to_messages(image, question=self.prompt)
 
 
 def build_task(registry: TemplateRegistry, template: str | None, prompt: str | None,
@@ -52,4 +51,4 @@ def build_task(registry: TemplateRegistry, template: str | None, prompt: str | N
         structured = StructuredOutput(schema, **bounds)
         sampling = replace(sampling, grammar=structured.grammar)
     name = template or (DEFAULT_TEMPLATE if prompt is None else None)
-    return Task(name, question, tmpl.system, sampling, structured)
+    return Task(name, question, tmpl, sampling, structured)

@@ -12,6 +12,7 @@ from pathlib import Path
 from vlmserve.bench.workload import BenchError
 from vlmserve.errors import VlmserveError
 from vlmserve.models.gguf_info import read_gguf_info
+from vlmserve.models.memory import ModelShape
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ModelFacts:
     output_bytes: int  # the output (LM head) matrix and final norm
     embedding_bytes: int  # token_embd: one row is read per token, not the matrix
     output_tied: bool  # no output.weight: the LM head reuses token_embd
+    kv_bytes_per_cell: int  # K and V (F16) over all layers, as models.memory computes it
 
     @property
     def weight_bytes_per_token(self) -> int:
@@ -40,15 +42,9 @@ class ModelFacts:
         lm_head = self.embedding_bytes if self.output_tied else 0
         return self.block_bytes + self.output_bytes + lm_head
 
-    @property
-    def kv_bytes_per_cell(self) -> int:
-        """K and V, F16, over all layers: bytes of KV cache per context cell."""
-        return self.n_layer * 2 * self.n_head_kv * self.head_dim * 2
-
     def as_json(self) -> dict[str, object]:
         d = asdict(self)
         d["weight_bytes_per_token"] = self.weight_bytes_per_token
-        d["kv_bytes_per_cell"] = self.kv_bytes_per_cell
         return d
 
 
@@ -84,4 +80,5 @@ def read_model_facts(path: str | Path) -> ModelFacts:
         output_bytes=output,
         embedding_bytes=embd,
         output_tied=not has_output,
+        kv_bytes_per_cell=ModelShape.from_infos(info).kv_bytes_per_cell(),
     )
