@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import itertools
 import time
 from dataclasses import fields
@@ -88,12 +86,6 @@ class InProcessTarget:
         )
 
 
-def frozen_snapshot(engine: EngineClient) -> EngineSnapshot:
-    """``engine.snapshot()`` with its counters copied (the engine keeps mutating its own)."""
-    snap = engine.snapshot()
-    return dataclasses.replace(snap, counters=copy.deepcopy(snap.counters))
-
-
 def counters_delta(before: EngineSnapshot, after: EngineSnapshot) -> dict[str, object]:
     """Engine counters accumulated between two snapshots (the measured requests only)."""
     b, a = before.counters, after.counters
@@ -101,8 +93,8 @@ def counters_delta(before: EngineSnapshot, after: EngineSnapshot) -> dict[str, o
          if f.name not in ("finished", "max_batch_tokens")}
     steps = d["steps"]
     return {
-        "image_cache_hits": d["image_cache_hits"],
-        "image_cache_misses": d["image_cache_misses"],
+        "image_cache_hits": after.image_cache.hits - before.image_cache.hits,
+        "image_cache_misses": after.image_cache.misses - before.image_cache.misses,
         "prefix_tokens_reused": d["prefix_tokens_reused"],
         "prompt_tokens_processed": d["prompt_tokens_processed"],
         "completion_tokens": d["completion_tokens"],

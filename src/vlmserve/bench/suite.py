@@ -216,7 +216,7 @@ def _run_local(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
 
 
 def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
-    from vlmserve.bench.inprocess import InProcessTarget, counters_delta, frozen_snapshot
+    from vlmserve.bench.inprocess import InProcessTarget, counters_delta
     from vlmserve.config import EngineConfig, ImageOptions
     from vlmserve.engine.factory import create_engine
     from vlmserve.images import image_token_count
@@ -247,8 +247,8 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         progress.start(planned_requests(w), "vlmserve")
         snaps = []
         result = measure(target, w, questions, progress.step,
-                         on_measured_start=lambda: snaps.append(frozen_snapshot(engine)))
-        counters = counters_delta(snaps[0], frozen_snapshot(engine))
+                         on_measured_start=lambda: snaps.append(engine.snapshot()))
+        counters = counters_delta(snaps[0], engine.snapshot())
         progress.close()
     peak = peak_rss_bytes()
     backend = backend_name(info.gpu_offload, opts.n_gpu_layers, info.system_info)

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one process, one port). Every flag can also be set as VLMSERVE_<NAME>, "
         "e.g. VLMSERVE_MODEL, VLMSERVE_PORT, VLMSERVE_API_KEY.")
     g = p.add_argument_group("model")
-    g.add_argument("--model", type=Path, help="Qwen3-VL text GGUF (default: the newest in "
-                   "~/.cache/vlmserve/models)")
+    g.add_argument("--model", type=Path, help="Qwen3-VL text GGUF, model folder or name from "
+                   "`vlmserve models` (default: the default model there)")
     g.add_argument("--mmproj", type=Path, help="vision projector GGUF (default: the "
                    "mmproj*.gguf next to the model)")
     _flag(g, "--demo", "the model is the random-weight demo model: show a warning banner")

@@ -224,12 +224,10 @@ class EngineLoop:
             if embd is not None:
                 job.pinned.append(unit.key)
                 job.image_cache_hits += 1
-                self.counters.image_cache_hits += 1
             else:
                 t0 = time.perf_counter()
                 embd = self.backend.encode_image(chunk)
                 job.image_encode_ms += (time.perf_counter() - t0) * 1000
-                self.counters.image_cache_misses += 1
                 if self.image_cache.put_acquired(unit.key, embd):
                     job.pinned.append(unit.key)
             job.n_past = self.backend.decode_image(slot.index, chunk, embd, job.n_past)

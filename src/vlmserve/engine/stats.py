@@ -10,7 +10,8 @@ from vlmserve.types import FinishReason
 
 @dataclass
 class EngineCounters:
-    """Monotonic counters for /metrics and ``vlmserve bench``."""
+    """Monotonic counters for /metrics and ``vlmserve bench`` (image-cache hits and misses
+    are the cache's own: ``ImageCache.stats()``)."""
 
     admitted: int = 0
     rejected: int = 0  # refused at submit because the queue was full
@@ -18,8 +19,6 @@ class EngineCounters:
     prompt_tokens_processed: int = 0  # prompt tokens actually decoded (not reused)
     prefix_tokens_reused: int = 0  # prompt cells served from a slot's KV
     completion_tokens: int = 0
-    image_cache_hits: int = 0
-    image_cache_misses: int = 0
     steps: int = 0  # llama_decode calls for token batches
     batch_tokens: int = 0  # tokens over all those calls
     max_batch_tokens: int = 0
