@@ -28,6 +28,16 @@ def default_thread_count() -> int:
     return cpus if cpus <= 4 else cpus // 2
 
 
+def default_vision_thread_count(text_threads: int) -> int:
+    """Threads for the vision encoder (its own worker, beside the text model's threads).
+
+    The encoder is compute-bound and runs while other streams decode: on a small machine
+    it gets the core(s) the text model leaves, on a big one as many as the text model.
+    """
+    cpus = os.cpu_count() or 1
+    return max(1, min(text_threads, cpus - text_threads)) if cpus > text_threads else 1
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """Limits and geometry for the image pipeline (``vlmserve.images``)."""
@@ -56,9 +66,13 @@ class EngineConfig:
     n_ctx_per_slot: int = 8192  # KV cells available to each slot
     n_parallel: int = 4  # slots = concurrent sequences in one llama context
     n_threads: int = 0  # 0: default_thread_count()
+    n_threads_vision: int = 0  # 0: default_vision_thread_count(threads)
     n_batch: int = 512  # max tokens in one llama_decode (per-step token budget)
     n_gpu_layers: int = -1  # -1: all layers that the build can offload
     image_cache_mb: int = 512
+    image_cache_dir: Path | None = None  # disk tier of the image-embedding cache (None: off)
+    image_cache_disk_mb: int = 4096  # byte budget of the disk tier
+    image_slice: int = 64  # most image KV cells put in per engine step (decode keeps going)
     image_min_tokens: int = 0  # 0: the model's default
     image_max_tokens: int = 0
     max_queue: int = 64  # requests waiting for a slot before 503
@@ -75,7 +89,10 @@ class EngineConfig:
         _require(1 <= self.n_parallel <= 64, "parallel slots must be in [1, 64]")
         _require(self.n_threads >= 0, "threads must be >= 0")
         _require(self.n_batch >= 32, "n_batch must be >= 32")
+        _require(self.n_threads_vision >= 0, "vision threads must be >= 0")
         _require(self.image_cache_mb >= 0, "image cache size must be >= 0 MB")
+        _require(self.image_cache_disk_mb >= 0, "disk image cache size must be >= 0 MB")
+        _require(self.image_slice >= 1, "image slice must be >= 1 cell")
         _require(self.max_queue >= 1, "max_queue must be >= 1")
         _require(self.image_min_tokens >= 0 and self.image_max_tokens >= 0,
                  "image token bounds must be >= 0")
@@ -90,6 +107,10 @@ class EngineConfig:
     @property
     def threads(self) -> int:
         return self.n_threads or default_thread_count()
+
+    @property
+    def threads_vision(self) -> int:
+        return self.n_threads_vision or default_vision_thread_count(self.threads)
 
     @property
     def n_ctx_total(self) -> int:

@@ -50,11 +50,17 @@ class ServerSettings(BaseSettings):
     ctx_size: int = Field(8192, ge=256, description="KV cells per slot (per parallel request)")
     parallel: int = Field(4, ge=1, le=64, description="requests decoded together")
     threads: int = Field(0, ge=0, description="llama.cpp threads; 0 picks a default")
+    threads_vision: int = Field(0, ge=0, description="vision-encoder threads; 0 picks a default")
     batch_size: int = Field(512, ge=32, description="most tokens in one llama_decode")
     n_gpu_layers: int = Field(-1, description="layers to offload; -1 all the build can")
     flash_attn: str = Field("auto", pattern="^(auto|on|off)$",
                             description="text-model flash attention: auto = on with a GPU")
     image_cache_mb: int = Field(512, ge=0, description="vision-embedding cache budget")
+    image_cache_dir: Path | None = Field(None, description="folder of the disk tier of the "
+                                         "vision-embedding cache (off when unset)")
+    image_cache_disk_mb: int = Field(4096, ge=0, description="disk tier's byte budget")
+    image_slice: int = Field(64, ge=1, description="most image KV cells put in per engine "
+                             "step, so running answers keep streaming")
     max_queue: int = Field(64, ge=1, description="requests waiting for a slot before 503")
 
     # -- requests
@@ -128,11 +134,15 @@ class ServerSettings(BaseSettings):
             n_ctx_per_slot=self.ctx_size,
             n_parallel=self.parallel,
             n_threads=self.threads,
+            n_threads_vision=self.threads_vision,
             n_batch=self.batch_size,
             n_gpu_layers=self.n_gpu_layers,
             flash_attn=self.flash_attn,
             image_min_tokens=self.image_min_tokens,
             image_max_tokens=self.image_max_tokens,
             image_cache_mb=self.image_cache_mb,
+            image_cache_dir=self.image_cache_dir.expanduser() if self.image_cache_dir else None,
+            image_cache_disk_mb=self.image_cache_disk_mb,
+            image_slice=self.image_slice,
             max_queue=self.max_queue,
         )

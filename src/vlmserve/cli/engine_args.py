@@ -24,6 +24,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mmproj", help="vision projector GGUF (env VLMSERVE_MMPROJ; default: the "
                    "mmproj*.gguf beside the model)")
     g.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: cores)")
+    g.add_argument("--threads-vision", type=int, default=0,
+                   help="vision-encoder threads (default: the cores the text model leaves)")
+    g.add_argument("--image-cache-dir", type=Path, default=None,
+                   help="keep vision embeddings on disk here too (reused across runs)")
+    g.add_argument("--image-slice", type=int, default=64,
+                   help="most image KV cells per engine step (default 64)")
     g.add_argument("--ctx-size", type=int, default=8192, help="KV cells per slot (default 8192)")
     g.add_argument("--n-gpu-layers", type=int, default=-1,
                    help="layers to offload to the GPU (-1: all the build supports)")
@@ -61,6 +67,9 @@ def engine_config_from_args(args: argparse.Namespace, n_parallel: int = 1,
         n_ctx_per_slot=args.ctx_size,
         n_parallel=n_parallel,
         n_threads=args.threads,
+        n_threads_vision=args.threads_vision,
+        image_cache_dir=args.image_cache_dir,
+        image_slice=args.image_slice,
         n_gpu_layers=args.n_gpu_layers,
         flash_attn=args.flash_attn,
         image_min_tokens=args.image_min_tokens,

@@ -45,11 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--ctx-size", type=int, help="context tokens per parallel slot "
                    "(default 8192)")
     g.add_argument("--threads", type=int, help="CPU threads (default: a sensible share)")
+    g.add_argument("--threads-vision", type=int, help="vision-encoder threads (default: the "
+                   "cores the text model leaves, 1 on 2 cores)")
     g.add_argument("--batch-size", type=int, help="most tokens per decode step (default 512)")
     g.add_argument("--n-gpu-layers", type=int, help="layers to offload (default -1: all)")
     g.add_argument("--flash-attn", choices=["auto", "on", "off"],
                    help="text-model flash attention (default auto: on with a GPU, off on CPU)")
     g.add_argument("--image-cache-mb", type=int, help="vision-embedding cache (default 512)")
+    g.add_argument("--image-cache-dir", type=Path, help="keep vision embeddings on disk here "
+                   "too, so a restarted server skips the encoder for known pictures")
+    g.add_argument("--image-cache-disk-mb", type=int, help="disk cache budget (default 4096)")
+    g.add_argument("--image-slice", type=int, help="most image KV cells per engine step "
+                   "(default 64): smaller keeps other answers smoother")
     g.add_argument("--max-queue", type=int, help="waiting requests before 503 (default 64)")
     g = p.add_argument_group("requests")
     g.add_argument("--context-budget", type=int, help="sliding-window token budget of a "
@@ -82,7 +89,8 @@ def _flag(group: argparse._ArgumentGroup, name: str, help: str, dest: str | None
 
 _SETTINGS_FLAGS = (
     "model", "mmproj", "demo", "host", "port", "api_key", "ui", "log_level", "parallel",
-    "ctx_size", "threads", "batch_size", "n_gpu_layers", "flash_attn", "image_cache_mb", "max_queue",
+    "ctx_size", "threads", "threads_vision", "batch_size", "n_gpu_layers", "flash_attn", "image_cache_mb", "max_queue",
+    "image_cache_dir", "image_cache_disk_mb", "image_slice",
     "context_budget", "max_tokens", "allow_remote_images", "image_max_edge", "image_max_mb",
     "image_min_tokens", "image_max_tokens",
     "session_ttl_s", "max_sessions", "templates_file",
