@@ -18,7 +18,7 @@ import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from vlmserve.chat_template import IMAGE_PLACEHOLDER
+from vlmserve.chat_template import IMAGE_PLACEHOLDER, QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import ContextOverflowError, RequestError, VlmserveError
 from vlmserve.types import PreparedImage, Prompt, PromptPart
 
@@ -277,6 +277,15 @@ class ChatRenderer:
             raise ChatTemplateError(
                 f"the chat template does not compile: line {exc.lineno}: {_one_line(exc.message)}"
             ) from exc
+
+    @classmethod
+    def for_model(cls, chat_template: str | None) -> ChatRenderer:
+        """The renderer for a model: its GGUF's chat template, or Qwen3-VL's when it has none.
+
+        Pass ``engine.info.chat_template``; every layer that renders for an engine
+        (HTTP, page, CLI, batch, bench) goes through here, so they cannot differ.
+        """
+        return cls(chat_template or QWEN3VL_CHAT_TEMPLATE)
 
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Prompt:
         """Render ``messages``; each image takes the place of one ``IMAGE_PLACEHOLDER``.

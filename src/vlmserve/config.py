@@ -47,14 +47,12 @@ class ImageOptions:
     max_bytes: int = 20 * 1024 * 1024  # upload size limit
     max_pixels: int = 64_000_000  # decoded pixel limit (decompression bombs)
     max_frames: int = 1000  # animated GIF / multi-page TIFF frame limit
-    jpeg_quality: int = 85
 
     def __post_init__(self) -> None:
         _require(32 <= self.max_edge <= 8192, f"max_edge must be in [32, 8192], got {self.max_edge}")
         _require(self.max_bytes > 0, "max_bytes must be > 0")
         _require(self.max_pixels > 0, "max_pixels must be > 0")
         _require(self.max_frames > 0, "max_frames must be > 0")
-        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]")
 
 
 @dataclass(frozen=True)

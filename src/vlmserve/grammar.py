@@ -14,14 +14,26 @@ What the converter (llama-cpp-python 0.3.36) honours: types, ``properties`` and
 ``minItems``/``maxItems``, ``minLength``/``maxLength``, ``enum``, ``const``,
 ``anyOf``/``oneOf``, ``pattern``, local ``$ref``. It ignores numeric bounds
 (``minimum``/``maximum``), so validate the parsed answer against the schema as well.
+
+Bounds. A grammar only guarantees that every token keeps the text a *prefix* of a
+valid document. A model that wanders inside a free string (a random-weight demo
+model always does) reaches ``max_tokens`` with the JSON still open. So a schema
+that comes with a template or a batch run is bounded first (``bounded_schema``):
+strings without ``maxLength`` get one, arrays without ``maxItems`` get one, and
+objects with ``properties`` but no ``additionalProperties`` get ``false``.
+``bounded_schema_grammar`` is that path, used by the page, the API and batch work.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 from vlmserve.errors import RequestError
+
+DEFAULT_MAX_STRING = 64  # characters per string without maxLength
+DEFAULT_MAX_ITEMS = 8  # items per array without maxItems
 
 # The converter's string character allows raw control characters, which JSON forbids
 # inside strings (a random model emits them; json.loads rejects them). llama.cpp's
@@ -57,3 +69,59 @@ def json_schema_to_grammar(schema: dict[str, Any]) -> str:
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise RequestError(f"cannot turn the JSON schema into a grammar: {detail}") from None
     return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
+def bounded_schema_grammar(schema: dict[str, Any], max_string: int = DEFAULT_MAX_STRING,
+                           max_items: int = DEFAULT_MAX_ITEMS) -> str:
+    """The grammar of ``bounded_schema(schema)``: answers that always end (module doc)."""
+    return json_schema_to_grammar(bounded_schema(schema, max_string, max_items))
+
+
+
+# String rules the grammar converter builds itself; adding maxLength would be wrong or moot.
+_SHAPED_STRING_KEYS = ("maxLength", "enum", "const", "pattern", "format")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    t = node.get("type")
+    return {t} if isinstance(t, str) else set(t) if isinstance(t, list) else set()
+
+
+def _bound(node: Any, max_string: int, max_items: int) -> None:
+    if not isinstance(node, dict):
+        return
+    types = _types(node)
+    if "string" in types and not any(k in node for k in _SHAPED_STRING_KEYS):
+        node["maxLength"] = max(max_string, int(node.get("minLength", 0)))
+    if "array" in types and "maxItems" not in node:
+        node["maxItems"] = max(max_items, int(node.get("minItems", 0)))
+    if "object" in types and "properties" in node and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(node.get(key), dict):
+            for sub in node[key].values():
+                _bound(sub, max_string, max_items)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            for sub in node[key]:
+                _bound(sub, max_string, max_items)
+    for key in ("items", "additionalProperties"):  # never "not": a bound there inverts
+        items = node.get(key)
+        for sub in items if isinstance(items, list) else [items]:
+            _bound(sub, max_string, max_items)
+
+
+def bounded_schema(schema: dict[str, Any], max_string: int = DEFAULT_MAX_STRING,
+                   max_items: int = DEFAULT_MAX_ITEMS) -> dict[str, Any]:
+    """A copy of ``schema`` whose every string and array has a length bound (see module doc).
+
+    Limits: free-form objects (no ``properties``) and ``"type": [..]`` lists are
+    left as the converter handles them, so they may still be cut by ``max_tokens``.
+    """
+    if max_string < 1 or max_items < 1:
+        raise RequestError("schema string and item bounds must be >= 1")
+    bounded = copy.deepcopy(schema)
+    _bound(bounded, max_string, max_items)
+    return bounded

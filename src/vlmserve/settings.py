@@ -10,6 +10,7 @@ one and forgotten by the other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,8 +26,52 @@ _BASE64_GROWTH = 1.4
 _REQUEST_MARGIN_BYTES = 256 * 1024
 
 
+# ServerSettings name -> EngineConfig field: the one map between the two tables.
+ENGINE_FIELDS = {
+    "ctx_size": "n_ctx_per_slot",
+    "parallel": "n_parallel",
+    "threads": "n_threads",
+    "threads_vision": "n_threads_vision",
+    "batch_size": "n_batch",
+    "n_gpu_layers": "n_gpu_layers",
+    "flash_attn": "flash_attn",
+    "image_min_tokens": "image_min_tokens",
+    "image_max_tokens": "image_max_tokens",
+    "image_cache_mb": "image_cache_mb",
+    "image_cache_dir": "image_cache_dir",
+    "image_cache_disk_mb": "image_cache_disk_mb",
+    "image_slice": "image_slice",
+    "max_queue": "max_queue",
+}
+
+
+def _setting(default: Any, group: str, help: str, **bounds: Any) -> Any:
+    """A field of the table: its default, the flag group it is shown in, its help."""
+    return Field(default, description=help, json_schema_extra={"group": group}, **bounds)
+
+
+def _engine(name: str, help: str, **bounds: Any) -> Any:
+    """An engine setting: its default is ``EngineConfig``'s, written there once."""
+    return _setting(EngineConfig.__dataclass_fields__[ENGINE_FIELDS[name]].default, "engine",
+                    help, **bounds)
+
+
+def engine_config(model: Path, mmproj: Path | None, **values: Any) -> EngineConfig:
+    """An ``EngineConfig`` from settings named as in the table (``ctx_size=...``)."""
+    fields = {ENGINE_FIELDS[k]: v for k, v in values.items()}
+    if fields.get("image_cache_dir") is not None:
+        fields["image_cache_dir"] = Path(fields["image_cache_dir"]).expanduser()
+    return EngineConfig(model_path=model, mmproj_path=mmproj, **fields)
+
+
 class ServerSettings(BaseSettings):
-    """Everything ``vlmserve serve`` can be told; validated when built."""
+    """Everything ``vlmserve serve`` can be told; validated when built.
+
+    This is the settings table: each field's default, bounds and help are written
+    here once. ``vlmserve.cli.settings_flags`` derives serve's flags from it (and the
+    model flags of describe / watch); engine settings take their defaults from
+    ``EngineConfig`` through ``ENGINE_FIELDS``, so no default is written twice.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="VLMSERVE_",
@@ -34,52 +79,72 @@ class ServerSettings(BaseSettings):
         frozen=True,
     )
 
-    # -- network
-    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for remote access")
-    port: int = Field(7860, ge=1, le=65535)
-    api_key: SecretStr | None = Field(
-        None, description="when set, /v1/* and /metrics need 'Authorization: Bearer KEY' "
-        "and the page asks for it as its password")
-    ui: bool = Field(True, description="serve the Gradio page on /")
-    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
+    # -- model
+    model: Path | None = _setting(
+        None, "model", "Qwen3-VL text GGUF, model folder or name from `vlmserve models` "
+        "(default: the default model there)")
+    mmproj: Path | None = _setting(
+        None, "model", "vision projector GGUF (default: the mmproj*.gguf next to the model)")
+    demo: bool = _setting(False, "model", "the model is the random-weight demo model: show "
+                          "a warning banner")
 
-    # -- model and engine
-    model: Path | None = Field(None, description="Qwen3-VL text GGUF")
-    mmproj: Path | None = Field(None, description="matching vision projector (mmproj) GGUF")
-    demo: bool = Field(False, description="the model is the random-weight demo: show a banner")
-    ctx_size: int = Field(8192, ge=256, description="KV cells per slot (per parallel request)")
-    parallel: int = Field(4, ge=1, le=64, description="requests decoded together")
-    threads: int = Field(0, ge=0, description="llama.cpp threads; 0 picks a default")
-    threads_vision: int = Field(0, ge=0, description="vision-encoder threads; 0 picks a default")
-    batch_size: int = Field(512, ge=32, description="most tokens in one llama_decode")
-    n_gpu_layers: int = Field(-1, description="layers to offload; -1 all the build can")
-    flash_attn: str = Field("auto", pattern="^(auto|on|off)$",
-                            description="text-model flash attention: auto = on with a GPU")
-    image_cache_mb: int = Field(512, ge=0, description="vision-embedding cache budget")
-    image_cache_dir: Path | None = Field(None, description="folder of the disk tier of the "
-                                         "vision-embedding cache (off when unset)")
-    image_cache_disk_mb: int = Field(4096, ge=0, description="disk tier's byte budget")
-    image_slice: int = Field(64, ge=1, description="most image KV cells put in per engine "
-                             "step, so running answers keep streaming")
-    max_queue: int = Field(64, ge=1, description="requests waiting for a slot before 503")
+    # -- network
+    host: str = _setting("127.0.0.1", "network", "address to bind (0.0.0.0 for remote "
+                         "access, then set --api-key)")
+    port: int = _setting(7860, "network", "port", ge=1, le=65535)
+    api_key: SecretStr | None = _setting(
+        None, "network", "require 'Authorization: Bearer KEY' on /v1 and /metrics; the page "
+        "asks for it as password")
+    ui: bool = _setting(True, "network", "serve the API only, no page on /")
+    log_level: str = _setting("info", "network", "log level",
+                              pattern="^(critical|error|warning|info|debug|trace)$")
+
+    # -- engine (defaults: EngineConfig's)
+    parallel: int = _engine("parallel", "requests decoded together", ge=1, le=64)
+    ctx_size: int = _engine("ctx_size", "KV cells (context tokens) per parallel slot", ge=256)
+    threads: int = _engine("threads", "llama.cpp CPU threads (0: a sensible share of the "
+                           "cores)", ge=0)
+    threads_vision: int = _engine("threads_vision", "vision-encoder threads (0: the cores the "
+                                  "text model leaves, 1 on 2 cores)", ge=0)
+    batch_size: int = _engine("batch_size", "most tokens per decode step", ge=32)
+    n_gpu_layers: int = _engine("n_gpu_layers", "layers to offload to the GPU (-1: all the "
+                                "build can)")
+    flash_attn: str = _engine("flash_attn", "text-model flash attention (auto: on with a GPU, "
+                              "off on CPU)", pattern="^(auto|on|off)$")
+    image_cache_mb: int = _engine("image_cache_mb", "vision-embedding cache budget, MB", ge=0)
+    image_cache_dir: Path | None = _engine(
+        "image_cache_dir", "keep vision embeddings on disk here too, so a restart skips the "
+        "encoder for known pictures (off when unset)")
+    image_cache_disk_mb: int = _engine("image_cache_disk_mb", "disk cache budget, MB", ge=0)
+    image_slice: int = _engine("image_slice", "most image KV cells put in per engine step: "
+                               "smaller keeps other answers smoother", ge=1)
+    image_max_tokens: int = _engine("image_max_tokens", "cap on vision tokens per image: "
+                                    "trade detail for speed (0: the model's, 4096 for "
+                                    "Qwen3-VL)", ge=0)
+    image_min_tokens: int = _engine("image_min_tokens", "floor on vision tokens per image "
+                                    "(0: the model's)", ge=0)
+    max_queue: int = _engine("max_queue", "waiting requests before 503", ge=1)
 
     # -- requests
-    context_budget: int = Field(
-        4096, ge=256, description="sliding window: most tokens a conversation's prompt plus "
-        "its reply may use (also capped by ctx_size)")
-    max_tokens: int = Field(512, ge=1, description="reply length when a request gives none")
-    allow_remote_images: bool = Field(
-        False, description="let requests name http(s) image URLs for the server to fetch")
-    remote_image_timeout_s: float = Field(10.0, gt=0, le=300)
-    image_max_edge: int = Field(1024, ge=32, le=8192, description="longest edge after resize")
-    image_min_tokens: int = Field(0, ge=0, description="floor on vision tokens (0: model's)")
-    image_max_tokens: int = Field(0, ge=0, description="cap on vision tokens (0: model's)")
-    image_max_mb: float = Field(20.0, gt=0, le=1024, description="largest accepted image file")
-    max_request_mb: float = Field(
-        0.0, ge=0, description="largest /v1 request body; 0: image_max_mb x 1.4 + 256 kB")
-    session_ttl_s: float = Field(3600.0, gt=0, description="idle time before a session ends")
-    max_sessions: int = Field(1000, ge=1)
-    templates_file: Path | None = Field(None, description="YAML/JSON file of extra templates")
+    context_budget: int = _setting(
+        4096, "requests", "sliding-window token budget of a conversation, reply included "
+        "(also capped by ctx_size)", ge=256)
+    max_tokens: int = _setting(512, "requests", "reply length when a request sets none", ge=1)
+    allow_remote_images: bool = _setting(False, "requests", "let requests give http(s) image "
+                                         "URLs to fetch")
+    remote_image_timeout_s: float = _setting(10.0, "requests", "seconds to fetch a remote "
+                                             "image", gt=0, le=300)
+    image_max_edge: int = _setting(1024, "requests", "resize images to this longest edge",
+                                   ge=32, le=8192)
+    image_max_mb: float = _setting(20.0, "requests", "largest image file, MB", gt=0, le=1024)
+    max_request_mb: float = _setting(
+        0.0, "requests", "largest /v1 request body, MB (0: image_max_mb x 1.4 + 256 kB)", ge=0)
+    session_ttl_s: float = _setting(3600.0, "requests", "idle seconds before a server-side "
+                                    "session is forgotten", gt=0)
+    max_sessions: int = _setting(1000, "requests", "server-side sessions kept (the least "
+                                 "recently used goes first)", ge=1)
+    templates_file: Path | None = _setting(None, "requests", "YAML/JSON file of extra prompt "
+                                           "templates")
 
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
@@ -128,21 +193,6 @@ class ServerSettings(BaseSettings):
             raise ModelNotFoundError(
                 "no model given: pass --model and --mmproj (or set VLMSERVE_MODEL and "
                 "VLMSERVE_MMPROJ)")
-        return EngineConfig(
-            model_path=self.model.expanduser(),
-            mmproj_path=self.mmproj.expanduser() if self.mmproj else None,
-            n_ctx_per_slot=self.ctx_size,
-            n_parallel=self.parallel,
-            n_threads=self.threads,
-            n_threads_vision=self.threads_vision,
-            n_batch=self.batch_size,
-            n_gpu_layers=self.n_gpu_layers,
-            flash_attn=self.flash_attn,
-            image_min_tokens=self.image_min_tokens,
-            image_max_tokens=self.image_max_tokens,
-            image_cache_mb=self.image_cache_mb,
-            image_cache_dir=self.image_cache_dir.expanduser() if self.image_cache_dir else None,
-            image_cache_disk_mb=self.image_cache_disk_mb,
-            image_slice=self.image_slice,
-            max_queue=self.max_queue,
-        )
+        return engine_config(self.model.expanduser(),
+                             self.mmproj.expanduser() if self.mmproj else None,
+                             **{name: getattr(self, name) for name in ENGINE_FIELDS})

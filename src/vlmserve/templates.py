@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError, VlmserveError
+from vlmserve.grammar import bounded_schema_grammar
 from vlmserve.types import PreparedImage
 
 DEFAULT_TEMPLATE = "describe_zh"  # the product's default question
@@ -82,6 +83,14 @@ class PromptTemplate(BaseModel):
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"must be plain JSON ({exc})") from exc
         return value
+
+    def grammar(self) -> str | None:
+        """The sampler grammar of this template's ``json_schema`` (bounded), or None.
+
+        Bounded like batch work's (``vlmserve.grammar.bounded_schema_grammar``), so an
+        answer on the page or through the API always ends as a whole JSON document.
+        """
+        return bounded_schema_grammar(self.json_schema) if self.json_schema else None
 
     def to_messages(self, *images: PreparedImage, question: str | None = None
                     ) -> list[ChatMessage]:

@@ -8,8 +8,9 @@ import jsonschema
 import pytest
 
 from tests.batch.conftest import SAFETY_SCHEMA, describe, make_images, model_args, read_jsonl
-from vlmserve.batch.schema import StructuredOutput, bounded_schema
+from vlmserve.batch.schema import StructuredOutput
 from vlmserve.errors import VlmserveError
+from vlmserve.grammar import bounded_schema
 from vlmserve.templates import TemplateRegistry
 
 pytestmark = pytest.mark.timeout(120)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmserve.bench.report import FIELDS, get_path
+from vlmserve.bench.document import FIELDS, get_path
 from vlmserve.bench.summary import summarize
 from vlmserve.bench.workload import (
     BenchError,

@@ -21,7 +21,6 @@ from PIL import Image
 
 from vlmserve.config import ImageOptions
 from vlmserve.errors import ImageError, ImageTooLargeError
-from vlmserve.image_limits import gif_frame_count, tiff_frame_count
 from vlmserve.images import (
     CropRegion,
     decode_data_uri,
@@ -29,8 +28,8 @@ from vlmserve.images import (
     image_token_count,
     load_image_file,
     prepare_image,
-    to_jpeg,
 )
+from vlmserve.images.containers import gif_frame_count, tiff_frame_count
 from vlmserve.types import PreparedImage
 
 RED, GREEN, BLUE, WHITE, BLACK = (220, 30, 30), (30, 200, 40), (30, 40, 210), (255,) * 3, (0,) * 3
@@ -605,21 +604,6 @@ def test_data_uri_size_is_checked_before_decoding():
     assert len(decode_data_uri("data:image/png;base64," + exact, 1000)) == 1000
     with pytest.raises(ImageTooLargeError):
         decode_data_uri("data:image/png;base64," + exact, 999)
-
-
-# --- JPEG output ----------------------------------------------------------------------------
-
-
-def test_to_jpeg_round_trip():
-    p = prepare_image(encode(Image.new("RGB", (120, 80), GREEN), "PNG"))
-    jpeg = to_jpeg(p, quality=90)
-    assert jpeg[:2] == b"\xff\xd8"
-    back = prepare_image(jpeg)
-    assert (back.width, back.height) == (120, 80)
-    assert near(pixel(back, 60, 40), GREEN)
-    for bad in (0, 101, 85.0, True):
-        with pytest.raises(ImageError, match="quality"):
-            to_jpeg(p, quality=bad)
 
 
 # --- vision token count ---------------------------------------------------------------------

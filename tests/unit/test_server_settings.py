@@ -51,3 +51,24 @@ def test_engine_config_and_limits(tmp_path: Path) -> None:
     assert s.image_options().max_bytes == 2 * 1024 * 1024
     assert s.max_request_bytes > s.image_max_bytes * 4 // 3  # one base64 image fits
     assert ServerSettings.load(api_key="").api_key_value is None
+
+
+def test_serve_flags_are_the_table_and_unset_ones_leave_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlmserve.cli.main import build_parser
+    from vlmserve.cli.settings_flags import given_settings
+
+    monkeypatch.setenv("VLMSERVE_CTX_SIZE", "2048")
+    args = build_parser().parse_args(["serve", "--port", "9100", "--no-ui"])
+    s = ServerSettings.load(**given_settings(args))
+    assert (s.ctx_size, s.port, s.ui, s.parallel) == (2048, 9100, False, 4)
+    assert set(given_settings(args)) == set(ServerSettings.model_fields)
+
+
+def test_model_flags_of_describe_take_the_table_defaults() -> None:
+    from vlmserve.cli.main import build_parser
+    from vlmserve.config import EngineConfig
+
+    args = build_parser().parse_args(["describe", "x.jpg"])
+    assert (args.ctx_size, args.image_slice) == (EngineConfig.n_ctx_per_slot,
+                                                 EngineConfig.image_slice)

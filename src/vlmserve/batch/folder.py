@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vlmserve.batch.done import DoneIndex
 from vlmserve.batch.inputs import LoadedImage, file_sha256, load_image
-from vlmserve.batch.progress import Progress
+from vlmserve.batch.progress import BatchProgress
 from vlmserve.batch.results import Existing, ResultWriter
 from vlmserve.batch.runner import BatchRunner
 from vlmserve.batch.signals import StopFlag
@@ -43,7 +43,7 @@ class Outcome:
 
 
 def _feed(runner: BatchRunner, task: Task, paths: Sequence[str], done: DoneIndex,
-          options: ImageOptions, progress: Progress) -> None:
+          options: ImageOptions, progress: BatchProgress) -> None:
     current = frozenset(paths)
     try:
         for path in paths:
@@ -75,7 +75,7 @@ def describe_files(engine: EngineClient, task: Task, paths: Sequence[str],
                    progress_enabled: bool | None = None) -> Outcome:
     """Describe ``paths`` with ``parallel`` requests in flight, appending to ``output``."""
     done = DoneIndex(existing.records)
-    progress = Progress(len(paths), progress_enabled)
+    progress = BatchProgress(len(paths), progress_enabled)
     writer = ResultWriter(output, fmt,
                           on_written=lambda r: progress.finished(r["error"] is not None))
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import threading
 from tqdm import tqdm
 
 
-class Progress:
+class BatchProgress:
     """Thread-safe counters behind a tqdm bar. ``total=None`` for watch mode (no ETA).
 
     ``enabled=None`` shows the bar only when stderr is a terminal.

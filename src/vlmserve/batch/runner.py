@@ -2,7 +2,7 @@
 
 ``parallel`` worker threads each take a ``LoadedImage`` from a small queue (fed by a
 loader or the folder watcher, which decodes ahead), send one request with
-``EngineClient.generate_sync`` and hand the record to the ``ResultWriter``. With as
+``engine.run_to_end`` and hand the record to the ``ResultWriter``. With as
 many workers as the engine has slots, the engine's continuous batching always has N
 sequences to step together.
 
@@ -13,7 +13,6 @@ method blocks for long, so the main thread stays free to notice a second Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -25,8 +24,8 @@ from vlmserve.batch.records import make_record
 from vlmserve.batch.results import ResultWriter
 from vlmserve.batch.task import Task
 from vlmserve.chat import ChatRenderer
-from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.engine.client import EngineClient
+from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
 from vlmserve.types import FinishReason, Request
 
@@ -39,7 +38,7 @@ class BatchRunner:
         self._engine = engine
         self._task = task
         self._writer = writer
-        self._renderer = ChatRenderer(engine.info.chat_template or QWEN3VL_CHAT_TEMPLATE)
+        self._renderer = ChatRenderer.for_model(engine.info.chat_template)
         self._queue: queue.Queue[LoadedImage] = queue.Queue(maxsize=parallel)
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
@@ -112,21 +111,11 @@ class BatchRunner:
         try:
             if self.stopping.is_set():
                 return None
-            parts: list[str] = []
-            with contextlib.closing(self._engine.generate_sync(request)) as deltas:
-                for delta in deltas:
-                    parts.append(delta.text)
-                    if delta.finished:
-                        if delta.finish_reason is FinishReason.ABORT:
-                            return None
-                        error = delta.error
-                        if delta.finish_reason is FinishReason.ERROR and not error:
-                            error = "the engine failed on this image"
-                        return make_record(item, self._task, "".join(parts),
-                                           delta.finish_reason.value, delta.stats, error)
-                    if self.stopping.is_set():
-                        return None  # closing the stream aborts the request
-            return None
+            end = run_to_end(self._engine, request, should_stop=self.stopping.is_set)
+            if end is None or end.finish_reason is FinishReason.ABORT:
+                return None  # stopped: no line, so a resume does it again
+            return make_record(item, self._task, end.text, end.finish_reason.value, end.stats,
+                               end.error)
         finally:
             with self._lock:
                 self._inflight.discard(request.request_id)

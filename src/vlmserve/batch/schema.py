@@ -1,19 +1,15 @@
 """Structured answers: a JSON schema -> a bounded grammar -> a parsed, validated object.
 
-A grammar only guarantees that every token keeps the text a *prefix* of a valid
-document. A model that wanders inside a free string (a random-weight demo model
-always does) reaches ``max_tokens`` with the JSON still open. So the grammar is built
-from a bounded copy of the schema (``bounded_schema``): strings without ``maxLength``
-get one, arrays without ``maxItems`` get one, and objects with ``properties`` but no
-``additionalProperties`` get ``false``. Every answer therefore has a finite worst-case
-length; what still does not parse or validate against the user's schema (too small a
-``max_tokens``, numeric bounds the grammar cannot express) becomes an error line that
-keeps the raw text, never a crash.
+The grammar comes from ``vlmserve.grammar.bounded_schema_grammar`` (the same one
+the page and the API use for a template's schema): every string and array gets a
+length bound, so every answer has a finite worst-case length. What still does not
+parse or validate against the user's schema (too small a ``max_tokens``, numeric
+bounds the grammar cannot express) becomes an error line that keeps the raw text,
+never a crash.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,58 +17,8 @@ from typing import Any
 
 import jsonschema
 
-from vlmserve.errors import RequestError, VlmserveError
-
-DEFAULT_MAX_STRING = 64  # characters per string without maxLength
-DEFAULT_MAX_ITEMS = 8  # items per array without maxItems
-
-# String rules the grammar converter builds itself; adding maxLength would be wrong or moot.
-_SHAPED_STRING_KEYS = ("maxLength", "enum", "const", "pattern", "format")
-_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
-
-
-def _types(node: dict[str, Any]) -> set[str]:
-    t = node.get("type")
-    return {t} if isinstance(t, str) else set(t) if isinstance(t, list) else set()
-
-
-def _bound(node: Any, max_string: int, max_items: int) -> None:
-    if not isinstance(node, dict):
-        return
-    types = _types(node)
-    if "string" in types and not any(k in node for k in _SHAPED_STRING_KEYS):
-        node["maxLength"] = max(max_string, int(node.get("minLength", 0)))
-    if "array" in types and "maxItems" not in node:
-        node["maxItems"] = max(max_items, int(node.get("minItems", 0)))
-    if "object" in types and "properties" in node and "additionalProperties" not in node:
-        node["additionalProperties"] = False
-    for key in _SUBSCHEMA_MAPS:
-        if isinstance(node.get(key), dict):
-            for sub in node[key].values():
-                _bound(sub, max_string, max_items)
-    for key in _SUBSCHEMA_LISTS:
-        if isinstance(node.get(key), list):
-            for sub in node[key]:
-                _bound(sub, max_string, max_items)
-    for key in ("items", "additionalProperties"):  # never "not": a bound there inverts
-        items = node.get(key)
-        for sub in items if isinstance(items, list) else [items]:
-            _bound(sub, max_string, max_items)
-
-
-def bounded_schema(schema: dict[str, Any], max_string: int = DEFAULT_MAX_STRING,
-                   max_items: int = DEFAULT_MAX_ITEMS) -> dict[str, Any]:
-    """A copy of ``schema`` whose every string and array has a length bound (see module doc).
-
-    Limits: free-form objects (no ``properties``) and ``"type": [..]`` lists are
-    left as the converter handles them, so they may still be cut by ``max_tokens``.
-    """
-    if max_string < 1 or max_items < 1:
-        raise RequestError("schema string and item bounds must be >= 1")
-    bounded = copy.deepcopy(schema)
-    _bound(bounded, max_string, max_items)
-    return bounded
+from vlmserve.errors import VlmserveError
+from vlmserve.grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, bounded_schema_grammar
 
 
 def load_schema_file(path: str | Path) -> dict[str, Any]:
@@ -110,10 +56,8 @@ class StructuredOutput:
             validator_cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise VlmserveError(f"invalid JSON schema: {exc.message}") from None
-        from vlmserve.grammar import json_schema_to_grammar  # loads llama.cpp
-
         self.schema = schema
-        self.grammar = json_schema_to_grammar(bounded_schema(schema, max_string, max_items))
+        self.grammar = bounded_schema_grammar(schema, max_string, max_items)
         self._validator = validator_cls(schema)
 
     def parse(self, text: str, finish_reason: str) -> Parsed:

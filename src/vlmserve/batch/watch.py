@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vlmserve.batch.done import DoneIndex
 from vlmserve.batch.inputs import load_image, walk_images
-from vlmserve.batch.progress import Progress
+from vlmserve.batch.progress import BatchProgress
 from vlmserve.batch.results import Existing, ResultWriter
 from vlmserve.batch.runner import BatchRunner
 from vlmserve.batch.signals import StopFlag
@@ -88,7 +88,7 @@ class WatchOutcome:
 
 def _feed(runner: BatchRunner, poller: FolderPoller, task: Task, done: DoneIndex,
           options: ImageOptions, interval: float, broken_after: float,
-          progress: Progress) -> None:
+          progress: BatchProgress) -> None:
     failing: dict[tuple[str, Signature], float] = {}  # first failed decode of this version
     try:
         while not runner.stopping.is_set():
@@ -127,7 +127,7 @@ def watch_folder(engine: EngineClient, task: Task, root: str | Path, output: str
     if new_only:
         poller.ignore_existing()
     done = DoneIndex(existing.records)
-    progress = Progress(None, progress_enabled, desc="watch")
+    progress = BatchProgress(None, progress_enabled, desc="watch")
     writer = ResultWriter(output, fmt,
                           on_written=lambda r: progress.finished(r["error"] is not None))
     runner = BatchRunner(engine, task, writer, parallel)

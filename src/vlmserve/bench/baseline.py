@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from vlmserve.bench.document import measured_json
 from vlmserve.bench.machine import (
     current_rss_bytes,
     load_average,
@@ -111,9 +112,7 @@ def _child(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict
         "load_average": {"start": load_start, "end": load_average()},
         "rss_before_load_bytes": rss_before,
         "question_tokens": {k: target.count_text_tokens(v) for k, v in questions.items()},
-        "summary": result["summary"],
-        "runs": [s.as_json() for s in result["samples"]],
-        "concurrency": result["levels"],
+        **measured_json(result),
     }
     baseline.close()
     out["peak_rss_bytes"] = peak_rss_bytes()

@@ -9,12 +9,12 @@ from dataclasses import fields
 from vlmserve.bench.runner import Sample
 from vlmserve.bench.workload import BenchError
 from vlmserve.chat import ChatMessage, ChatRenderer
-from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.config import ImageOptions
 from vlmserve.engine.client import EngineClient, EngineSnapshot
+from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import prepare_image
-from vlmserve.types import Prompt, Request, SamplingParams
+from vlmserve.types import Prompt, Request, SamplingParams, TokenDelta
 
 
 class InProcessTarget:
@@ -31,7 +31,7 @@ class InProcessTarget:
 
     def __init__(self, engine: EngineClient, image_options: ImageOptions | None = None) -> None:
         self.engine = engine
-        self.renderer = ChatRenderer(engine.info.chat_template or QWEN3VL_CHAT_TEMPLATE)
+        self.renderer = ChatRenderer.for_model(engine.info.chat_template)
         self.image_options = image_options or ImageOptions(max_edge=8192)
         self._ids = itertools.count()
 
@@ -44,24 +44,21 @@ class InProcessTarget:
         prompt = self.renderer.render([ChatMessage.user(question, image)])
         request = Request(f"bench-{next(self._ids)}", prompt,
                           SamplingParams(max_tokens=max_tokens, temperature=0.0))
-        t_first_text, streamed = None, 0
-        token_times: list[tuple[float, int]] = []
+        token_times: list[tuple[float, int]] = []  # (when, tokens) of each delta with tokens
+
+        def timed(delta: TokenDelta) -> None:
+            if delta.token_ids:
+                token_times.append((time.perf_counter(), len(delta.token_ids)))
+
         t_submit = time.perf_counter()
-        for delta in self.engine.generate_sync(request):
-            now = time.perf_counter()
-            n = len(delta.token_ids)
-            if n:
-                streamed += n
-                token_times.append((now, n))
-                if t_first_text is None:
-                    t_first_text = now
-            if delta.finished:
-                if delta.error:
-                    raise BenchError(f"the engine failed a benchmark request: {delta.error}")
-                stats = delta.stats
-                break
-        else:  # pragma: no cover - generate_sync always ends with a finished delta
+        end = run_to_end(self.engine, request, timed)
+        if end is None:  # pragma: no cover - generate_sync always ends with a finished delta
             raise BenchError("the engine stream ended without a final delta")
+        if end.error:
+            raise BenchError(f"the engine failed a benchmark request: {end.error}")
+        stats = end.stats
+        t_first_text = token_times[0][0] if token_times else None
+        streamed = sum(n for _, n in token_times)
         t_end = time.perf_counter()
         without_question = self.renderer.render([ChatMessage.user("", image)])
         # The engine times its first token from submit: put it on the client's clock.
@@ -69,7 +66,7 @@ class InProcessTarget:
         return Sample(
             t_start=t_start, t_first=t_first, t_end=t_end, t_first_text=t_first_text,
             completion_tokens=stats.completion_tokens,
-            finish_reason=delta.finish_reason.value if delta.finish_reason else None,
+            finish_reason=end.finish_reason.value,
             streamed_tokens=streamed,
             prompt_tokens=stats.prompt_tokens,
             question_tokens=stats.prompt_tokens

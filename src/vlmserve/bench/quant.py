@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vlmserve.bench.document import base_doc, finish, model_json
 from vlmserve.bench.gguf_facts import read_model_facts
+from vlmserve.bench.roofline import decode_kv_cells, machine_bandwidths, roofline_for
 from vlmserve.bench.summary import median
 from vlmserve.bench.workload import BenchError
 
@@ -39,22 +41,14 @@ def _child_command(opts, model: Path, out: Path) -> list[str]:
 
 
 def run_quant_table(opts, progress) -> dict[str, Any]:
-    from vlmserve.bench.suite import (
-        _base_doc,
-        _finish,
-        _model_json,
-        decode_kv_cells,
-        roofline_for,
-    )
-
     t0 = time.perf_counter()
     source = read_model_facts(opts.model)
     if source.quant_type not in ("F16", "F32", "BF16"):
         raise BenchError(f"--quant-table needs an F16 (or F32/BF16) model to quantize; "
                          f"{opts.model} is {source.quant_type}")
-    doc = _base_doc(opts, "quant-table")
+    doc = base_doc(opts.workload, opts.command, "quant-table")
     doc["workload"]["concurrency"] = []  # one stream at a time
-    doc["model"] = _model_json(source, opts.mmproj, opts.demo_size)
+    doc["model"] = model_json(source, opts.mmproj, opts.demo_size)
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         folder = (opts.demo_dir if opts.demo_dir else
@@ -76,15 +70,19 @@ def run_quant_table(opts, progress) -> dict[str, Any]:
         progress.close()
         progress.note("measuring memory bandwidth")
         facts_by_quant = {r["quant"]: read_model_facts(r["path"]) for r in rows}
+        bandwidths: dict[int, Any] = {}  # measured once per thread count, not per row
         for row in rows:
+            threads = row["threads"] or 1
+            if threads not in bandwidths:
+                bandwidths[threads] = machine_bandwidths(threads)
             rl = roofline_for(facts_by_quant[row["quant"]],
                               decode_kv_cells(row, opts.workload.max_tokens),
-                              median(row["engine_decode_tok_s"]), row["threads"] or 1)
+                              median(row["engine_decode_tok_s"]), threads, bandwidths[threads])
             row["roofline_fraction"] = rl["fraction"]
             row["roofline_limit_tok_s"] = rl["limit_tok_s"]
             doc["roofline"] = {"bandwidth": rl["bandwidth"], "counted": rl["counted"]}
     doc["quant_table"] = rows
-    return _finish(doc, t0)
+    return finish(doc, t0)
 
 
 def _quantize(src: Path, dst: Path, qtype: str, threads: int) -> None:

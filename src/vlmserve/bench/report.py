@@ -1,10 +1,7 @@
-"""The benchmark's outputs: the JSON document's schema, markdown tables, a text summary.
+"""The benchmark document for people: markdown tables and a short text summary.
 
-``FIELDS`` documents every key of the JSON document (dotted paths; ``[]`` for
-list items). It is the stable schema: tests check that a real run writes every
-field listed here, and BENCHMARKS.md prints this table. A "summary" value is
-``{"median", "min", "max", "n", "values"}`` over the measured runs (or null when
-nothing was measured, e.g. engine-side figures in --url mode).
+It only reads a finished document (``document``: its schema and assembly); it
+never computes a figure, so the JSON and the tables cannot disagree.
 """
 
 from __future__ import annotations
@@ -12,136 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from vlmserve.bench.summary import median
-
-SUMMARY = "summary {median, min, max, n, values}"
-
-FIELDS: dict[str, str] = {
-    "schema": "schema id, 'vlmserve-bench/1'",
-    "command": "the exact command line (shell-quoted)",
-    "date": "UTC start time, ISO 8601",
-    "duration_s": "wall time of the whole benchmark",
-    "mode": "'in-process' (engine in this process), 'http' (--url) or 'quant-table'",
-    "machine.cpu_model": "from /proc/cpuinfo",
-    "machine.logical_cores": "os.cpu_count()",
-    "machine.physical_cores": "distinct core ids in /proc/cpuinfo",
-    "machine.usable_cores": "CPUs this process may run on (affinity)",
-    "machine.last_level_cache_bytes": "largest CPU cache (sysfs)",
-    "machine.memory_total_bytes": "RAM",
-    "machine.os": "kernel",
-    "machine.gpu": "GPU backend when layers are offloaded, else null",
-    "load_average.start": "os.getloadavg() before measuring (1, 5, 15 min)",
-    "load_average.end": "os.getloadavg() after measuring",
-    "versions.vlmserve": "package version",
-    "versions.llama_cpp_python": "package version",
-    "versions.gguf": "package version",
-    "workload.image": "[width, height] of the generated PNG",
-    "workload.prompt_tokens": "text tokens of each question (exact, by the model's tokenizer)",
-    "workload.max_tokens": "output tokens forced per request (greedy)",
-    "workload.runs": "measured cold+warm pairs",
-    "workload.warmup": "unmeasured requests first",
-    "workload.concurrency": "stream counts measured",
-    "workload.questions": "{cold, warm}: the two question texts",
-    "workload.question_tokens": "{cold, warm}: their tokens, counted by the target's tokenizer",
-    "model.path": "text model GGUF",
-    "model.mmproj_path": "vision projector GGUF",
-    "model.demo_size": "demo size when --demo, else null",
-    "model.random_weights": "true for demo models, null when unknown",
-    "model.name": "general.name",
-    "model.quant_type": "general.file_type as a name (F16, Q8_0, Q4_K_M...)",
-    "model.file_size_bytes": "text model file size",
-    "model.mmproj_file_size_bytes": "projector file size",
-    "model.n_params": "text model parameters (llama.cpp), null in --url mode",
-    "model.llama_model_size_bytes": "llama.cpp's model size, null in --url mode",
-    "model.weight_bytes_per_token": "bytes one decode step reads (see roofline.counted)",
-    "engine.backend": "'CPU', or the GPU backend (CUDA, Metal, Vulkan...) when offloading",
-    "engine.gpu_offload": "llama.cpp build supports GPU offload",
-    "engine.threads": "llama.cpp threads",
-    "engine.n_parallel": "slots (= the largest concurrency level)",
-    "engine.n_ctx_per_slot": "KV cells per slot",
-    "engine.kv_cache_bytes": "F16 K+V for all slots (computed from the GGUF shape)",
-    "engine.load_ms": "model + projector load time",
-    "engine.cpu_features": "SIMD features llama.cpp reports",
-    "engine.system_info": "llama_print_system_info()",
-    "results.summary.image_encode_ms": f"{SUMMARY}: vision encoder time, cold runs",
-    "results.summary.cold_ttft_ms": f"{SUMMARY}: new picture; client clock from the PNG "
-                                    "bytes to the first streamed text",
-    "results.summary.warm_ttft_ms": f"{SUMMARY}: same picture, new question",
-    "results.summary.warm_cold_ratio": f"{SUMMARY}: per-run warm/cold TTFT",
-    "results.summary.engine_cold_ttft_ms": f"{SUMMARY}: engine clock, submit to first token",
-    "results.summary.engine_warm_ttft_ms": SUMMARY,
-    "results.summary.engine_warm_cold_ratio": SUMMARY,
-    "results.summary.prefill_tok_s": f"{SUMMARY}: new prompt cells / prefill time, cold runs",
-    "results.summary.decode_tok_s": f"{SUMMARY}: single stream, tokens after the first / "
-                                    "time after the first (client clock)",
-    "results.summary.engine_decode_tok_s": f"{SUMMARY}: the same on the engine clock",
-    "results.summary.cold_cached_tokens": f"{SUMMARY}: prompt cells reused on cold runs "
-                                          "(the chat template's first tokens at most)",
-    "results.summary.warm_cached_tokens": f"{SUMMARY}: prompt cells reused on warm runs",
-    "results.summary.prompt_tokens": f"{SUMMARY}: KV cells of the cold prompt (image incl.)",
-    "results.summary.question_tokens": f"{SUMMARY}: measured text tokens of the question",
-    "results.summary.completion_tokens": "list: output tokens of every measured run",
-    "results.summary.completion_ok": "every run produced exactly max_tokens",
-    "results.runs[]": "one record per measured request (kind cold|warm, all figures)",
-    "results.concurrency[].streams": "N streams started together, each its own picture",
-    "results.concurrency[].pass": "'cold' (new pictures) or 'warm' (same, new question)",
-    "results.concurrency[].mode": "'concurrent', or 'sequential' for the baseline",
-    "results.concurrency[].wall_ms": "first request start to last request end",
-    "results.concurrency[].completion_tokens": "total over the N streams",
-    "results.concurrency[].aggregate_tok_s": "completion_tokens / wall time",
-    "results.concurrency[].decode_phase_tok_s": "tokens/s while all N streams decoded "
-                                                "(null when they barely overlapped)",
-    "results.concurrency[].per_stream_decode_tok_s": SUMMARY,
-    "results.concurrency[].ttft_ms": SUMMARY,
-    "results.concurrency[].completion_ok": "every stream produced exactly max_tokens",
-    "results.peak_rss_bytes": "peak RSS of the benchmark process (ru_maxrss)",
-    "results.rss_before_load_bytes": "RSS just before the model was loaded",
-    "results.load_average": "{start, end} of the vlmserve phase (the baseline has its own)",
-    "results.engine_counters": "engine counters over the measured requests: image cache "
-                               "hits/misses, prefix_tokens_reused, mean/max_batch_tokens...",
-    "roofline.bandwidth.gb_s": "measured memory bandwidth: best over the thread counts tried "
-                               "(all cores, and the engine's thread count)",
-    "roofline.bandwidth_by_threads": "{threads: GB/s} for each thread count measured",
-    "roofline.bandwidth.method": "how it was measured",
-    "roofline.bytes_per_token": "weights + KV read per decode step",
-    "roofline.counted": "what bytes_per_token counts",
-    "roofline.limit_tok_s": "bandwidth / bytes_per_token",
-    "roofline.achieved_tok_s": "median single-stream decode tok/s (engine clock)",
-    "roofline.fraction": "achieved / limit",
-    "roofline.applies": "true when decoding ran on the CPU whose memory was measured (false "
-                        "for GPU offload, null over --url)",
-    "roofline.weights_exceed_llc": "false: weights fit in cache, the limit does not apply",
-    "roofline.engine_threads": "the same at the engine's thread count (or null)",
-    "baseline": "null, or the llama-cpp-python run: name, version, handler, api, threads, "
-                "flash_attn, capped_runs, load_ms (projector excluded: it loads at the first "
-                "request), load_average, peak_rss_bytes, question_tokens, summary, runs, "
-                "concurrency (same shapes as results)",
-    "comparison": "null, or vlmserve / baseline ratios: cold_ttft, warm_ttft, "
-                  "warm_cold_ratio, decode_tok_s, aggregate_tok_s per level, peak_rss; and "
-                  "question_tokens_match, completion_tokens_match",
-    "quant_table": "null, or one row per quantization: quant, file_size_bytes, "
-                   "llama_model_size_bytes, kv_cache_bytes, memory_bytes, peak_rss_bytes, "
-                   "cold/warm TTFT, prefill and decode tok/s, roofline_fraction",
-}
-
-
-def get_path(doc: dict[str, Any], dotted: str) -> tuple[bool, Any]:
-    """(present, value) of a FIELDS path; ``a[].b`` checks ``b`` in every item of ``a``."""
-    node: Any = doc
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        if part.endswith("[]"):
-            items = node.get(part[:-2]) if isinstance(node, dict) else None
-            if not isinstance(items, list):
-                return False, None
-            rest = ".".join(parts[i + 1:])
-            if not rest:
-                return True, items
-            return all(get_path(item, rest)[0] for item in items) and bool(items), items
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
 
 # ---------------------------------------------------------------------------- formatting
 
@@ -403,9 +270,3 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"vs {doc['baseline']['name']}: cold TTFT {c['cold_ttft']}×, warm TTFT "
                      f"{c['warm_ttft']}×, decode {c['decode_tok_s']}×")
     return "\n".join(lines) + "\n"
-
-
-def schema_markdown() -> str:
-    """``FIELDS`` as a markdown table (pasted into BENCHMARKS.md)."""
-    rows = [[f"`{path}`", text.replace("|", "\\|")] for path, text in FIELDS.items()]
-    return "\n".join(_table(["Field", "Meaning"], rows)) + "\n"

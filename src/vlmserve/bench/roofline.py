@@ -17,14 +17,17 @@ we report for vlmserve is the conservative one.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from vlmserve.bench.gguf_facts import ModelFacts
 from vlmserve.bench.machine import last_level_cache_bytes, memory_total_bytes
+from vlmserve.bench.summary import median
 
 MiB = 1024 * 1024
 
@@ -135,3 +138,39 @@ def roofline(facts: ModelFacts, kv_cells: float, bandwidth: Bandwidth,
         "weights_exceed_llc": bool(llc and weights > llc),
         "last_level_cache_bytes": llc,
     }
+
+
+def decode_kv_cells(summary: dict[str, Any] | None, max_tokens: int) -> float:
+    """Mean context length while decoding: the prompt's cells plus half the output."""
+    prompt = median(summary.get("prompt_tokens")) if summary else None
+    return (prompt or 0) + max_tokens / 2
+
+
+def machine_bandwidths(engine_threads: int) -> dict[int, Bandwidth]:
+    """Bandwidth with all cores, and with the engine's thread count when that is fewer."""
+    cores = os.cpu_count() or 1
+    return measure_bandwidth(tuple(sorted({cores, min(engine_threads, cores)})))
+
+
+def roofline_for(facts: ModelFacts, kv_cells: float, achieved: float | None,
+                 engine_threads: int,
+                 bandwidths: dict[int, Bandwidth] | None = None) -> dict[str, Any]:
+    """Roofline against the best bandwidth measured (all cores, or the engine's thread
+    count when that is fewer and happens to measure higher on a busy machine), and
+    separately at the engine's thread count.
+
+    ``bandwidths`` (from ``machine_bandwidths``) lets a caller that needs several
+    rooflines on one machine (the quantization table) measure once.
+    """
+    cores = os.cpu_count() or 1
+    if bandwidths is None:
+        bandwidths = machine_bandwidths(engine_threads)
+    best = max(bandwidths.values(), key=lambda b: b.gb_s)  # the machine's bandwidth
+    out = roofline(facts, kv_cells, best, achieved)
+    out["bandwidth_by_threads"] = {str(t): round(b.gb_s, 2) for t, b in bandwidths.items()}
+    out["engine_threads"] = None
+    if engine_threads < cores:
+        at = roofline(facts, kv_cells, bandwidths[engine_threads], achieved)
+        out["engine_threads"] = {"bandwidth": at["bandwidth"], "limit_tok_s": at["limit_tok_s"],
+                                 "fraction": at["fraction"]}
+    return out

@@ -114,7 +114,7 @@ class Target(Protocol):
     def request(self, png: bytes, question: str, max_tokens: int) -> Sample: ...
 
 
-Progress = Callable[[str], None]  # called once per finished request with a short label
+RequestDone = Callable[[str], None]  # called once per finished request with a short label
 
 
 def planned_requests(w: Workload, target_concurrent: bool = True) -> int:
@@ -141,14 +141,14 @@ class _Pictures:
 
 
 def _one(target: Target, png: bytes, question: str, w: Workload, kind: str, seed: int,
-         progress: Progress) -> Sample:
+         progress: RequestDone) -> Sample:
     sample = target.request(png, question, w.max_tokens)
     sample.kind, sample.seed = kind, seed
     progress(kind)
     return sample
 
 
-def measure(target: Target, w: Workload, questions: dict[str, str], progress: Progress,
+def measure(target: Target, w: Workload, questions: dict[str, str], progress: RequestDone,
             on_measured_start: Callable[[], None] | None = None) -> dict[str, object]:
     """Run the protocol; return the samples, the levels and their summaries (JSON-ready)."""
     pictures = _Pictures(w)
@@ -174,7 +174,7 @@ def measure(target: Target, w: Workload, questions: dict[str, str], progress: Pr
 
 
 def _level(target: Target, items: list[tuple[bytes, str, int]], w: Workload, pass_name: str,
-           progress: Progress) -> dict[str, object]:
+           progress: RequestDone) -> dict[str, object]:
     n = len(items)
     if target.concurrent:
         barrier = threading.Barrier(n)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import functools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,17 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vlmserve.bench import SCHEMA_VERSION
-from vlmserve.bench.gguf_facts import ModelFacts, read_model_facts
-from vlmserve.bench.machine import (
-    current_rss_bytes,
-    load_average,
-    machine_info,
-    peak_rss_bytes,
-    versions,
-)
+from vlmserve.bench.document import base_doc, compare, finish, model_json, results_json
+from vlmserve.bench.gguf_facts import read_model_facts
+from vlmserve.bench.machine import current_rss_bytes, load_average, peak_rss_bytes
+from vlmserve.bench.phase_bar import PhaseBar
+from vlmserve.bench.roofline import decode_kv_cells, roofline_for
 from vlmserve.bench.runner import build_questions, measure, planned_requests
-from vlmserve.bench.summary import median, ratio
+from vlmserve.bench.summary import median
 from vlmserve.bench.workload import BenchError, Workload
 
 GPU_BACKENDS = ("CUDA", "Metal", "Vulkan", "HIP", "ROCm", "SYCL", "OpenCL", "CANN", "MUSA")
@@ -51,38 +44,6 @@ class BenchOptions:
     quant_table: bool = False
     roofline: bool = True
     concurrency: bool = True
-
-
-class Progress:
-    """A tqdm bar on stderr (or nothing); ``step(label)`` advances it by one."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar = None
-        self.enabled = enabled
-
-    def start(self, total: int, desc: str) -> None:
-        self.close()
-        if self.enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="req", file=sys.stderr,
-                             dynamic_ncols=True, leave=False)
-
-    def step(self, label: str = "") -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(label, refresh=False)
-            self._bar.update(1)
-
-    def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.set_description_str(text)
-        elif self.enabled:
-            print(f"vlmserve bench: {text}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -136,61 +97,10 @@ def demo_model(size: str, folder: Path | None) -> Iterator[tuple[Path, Path]]:
         yield model, mmproj
 
 
-def _model_json(facts: ModelFacts | None, mmproj: Path | None, demo_size: str | None,
-                info: Any = None) -> dict[str, Any]:
-    return {
-        "path": facts.path if facts else None,
-        "mmproj_path": str(mmproj) if mmproj else None,
-        "demo_size": demo_size,
-        "random_weights": True if demo_size else None,
-        "name": facts.name if facts else None,
-        "quant_type": facts.quant_type if facts else None,
-        "file_size_bytes": facts.file_size_bytes if facts else None,
-        "mmproj_file_size_bytes": mmproj.stat().st_size if mmproj and mmproj.is_file() else None,
-        "n_params": info.n_params if info else None,
-        "llama_model_size_bytes": info.model_size_bytes if info else None,
-        "weight_bytes_per_token": facts.weight_bytes_per_token if facts else None,
-        "architecture": facts.architecture if facts else None,
-        "n_layer": facts.n_layer if facts else None,
-        "n_embd": facts.n_embd if facts else None,
-    }
-
-
-def _base_doc(opts: BenchOptions, mode: str) -> dict[str, Any]:
-    w = opts.workload
-    return {
-        "schema": SCHEMA_VERSION,
-        "command": opts.command,
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "duration_s": None,
-        "mode": mode,
-        "machine": machine_info(),
-        "load_average": {"start": load_average(), "end": None},
-        "versions": versions(),
-        "workload": {"image": [w.width, w.height], "prompt_tokens": w.prompt_tokens,
-                     "max_tokens": w.max_tokens, "runs": w.runs, "warmup": w.warmup,
-                     "concurrency": list(w.concurrency), "sampling": "greedy (temperature 0)",
-                     "questions": None, "question_tokens": None},
-        "model": None,
-        "engine": None,
-        "results": None,
-        "roofline": None,
-        "baseline": None,
-        "comparison": None,
-        "quant_table": None,
-    }
-
-
-def _finish(doc: dict[str, Any], t0: float) -> dict[str, Any]:
-    doc["load_average"]["end"] = load_average()
-    doc["duration_s"] = round(time.perf_counter() - t0, 1)
-    return doc
-
-
 # ---------------------------------------------------------------------------- in process
 
 
-def run(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
+def run(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     if opts.url:
         return run_http(opts, progress)
     if opts.demo_size:
@@ -199,7 +109,7 @@ def run(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     return _run_local(opts, progress)
 
 
-def _run_local(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
+def _run_local(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     if opts.model is None:
         raise BenchError("no model: pass --model FILE.gguf --mmproj MMPROJ.gguf or --demo SIZE")
     for label, path in (("model", opts.model), ("mmproj", opts.mmproj)):
@@ -215,7 +125,7 @@ def _run_local(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     return run_inprocess(opts, progress)
 
 
-def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
+def run_inprocess(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     from vlmserve.bench.inprocess import InProcessTarget, counters_delta
     from vlmserve.config import EngineConfig, ImageOptions
     from vlmserve.engine.factory import create_engine
@@ -225,7 +135,7 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     w = opts.workload
     if not opts.concurrency:
         w = replace(w, concurrency=())
-    doc = _base_doc(replace(opts, workload=w), "in-process")
+    doc = base_doc(w, opts.command, "in-process")
     facts = read_model_facts(opts.model)
     ctx = opts.ctx_size or auto_ctx(w, image_token_count(w.width, w.height))
     config = EngineConfig(model_path=opts.model, mmproj_path=opts.mmproj, n_ctx_per_slot=ctx,
@@ -252,7 +162,7 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         progress.close()
     peak = peak_rss_bytes()
     backend = backend_name(info.gpu_offload, opts.n_gpu_layers, info.system_info)
-    doc["model"] = _model_json(facts, opts.mmproj, opts.demo_size, info)
+    doc["model"] = model_json(facts, opts.mmproj, opts.demo_size, info)
     doc["machine"]["gpu"] = backend if backend != "CPU" else None
     doc["engine"] = {
         "backend": backend,
@@ -269,15 +179,9 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         "cpu_features": cpu_features(info.system_info),
         "system_info": info.system_info,
     }
-    doc["results"] = {
-        "summary": result["summary"],
-        "runs": [s.as_json() for s in result["samples"]],
-        "concurrency": result["levels"],
-        "peak_rss_bytes": peak,
-        "rss_before_load_bytes": rss_before,
-        "engine_counters": counters,
-        "load_average": {"start": phase_load, "end": load_average()},
-    }
+    doc["results"] = results_json(result, peak_rss_bytes=peak, rss_before_load_bytes=rss_before,
+                                  engine_counters=counters,
+                                  load_average={"start": phase_load, "end": load_average()})
     if opts.roofline:
         progress.note("measuring memory bandwidth")
         s = result["summary"]
@@ -289,44 +193,11 @@ def run_inprocess(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     if opts.baseline:
         doc["baseline"] = run_baseline_for(opts, w, questions, ctx, info.threads, progress)
         doc["comparison"] = compare(doc["results"], doc["baseline"], w)
-    return _finish(doc, t0)
-
-
-@functools.lru_cache(maxsize=4)
-def _bandwidths(thread_counts: tuple[int, ...]):
-    from vlmserve.bench.roofline import measure_bandwidth
-
-    return measure_bandwidth(thread_counts)
-
-
-def decode_kv_cells(summary: dict[str, Any] | None, max_tokens: int) -> float:
-    """Mean context length while decoding: the prompt's cells plus half the output."""
-    prompt = median(summary.get("prompt_tokens")) if summary else None
-    return (prompt or 0) + max_tokens / 2
-
-
-def roofline_for(facts: ModelFacts, kv_cells: float, achieved: float | None,
-                 engine_threads: int) -> dict[str, Any]:
-    """Roofline against the best bandwidth measured (all cores, or the engine's thread
-    count when that is fewer and happens to measure higher on a busy machine), and
-    separately at the engine's thread count."""
-    from vlmserve.bench.roofline import roofline
-
-    cores = os.cpu_count() or 1
-    bandwidths = _bandwidths(tuple(sorted({cores, min(engine_threads, cores)})))
-    best = max(bandwidths.values(), key=lambda b: b.gb_s)  # the machine's bandwidth
-    out = roofline(facts, kv_cells, best, achieved)
-    out["bandwidth_by_threads"] = {str(t): round(b.gb_s, 2) for t, b in bandwidths.items()}
-    out["engine_threads"] = None
-    if engine_threads < cores:
-        at = roofline(facts, kv_cells, bandwidths[engine_threads], achieved)
-        out["engine_threads"] = {"bandwidth": at["bandwidth"], "limit_tok_s": at["limit_tok_s"],
-                                 "fraction": at["fraction"]}
-    return out
+    return finish(doc, t0)
 
 
 def run_baseline_for(opts: BenchOptions, w: Workload, questions: dict[str, str], ctx: int,
-                     threads: int, progress: Progress) -> dict[str, Any]:
+                     threads: int, progress: PhaseBar) -> dict[str, Any]:
     from vlmserve.bench.baseline import run_baseline
 
     if opts.baseline != "llama-cpp-python":
@@ -347,43 +218,15 @@ def run_baseline_for(opts: BenchOptions, w: Workload, questions: dict[str, str],
         progress.close()
 
 
-def compare(res: dict[str, Any], base: dict[str, Any], w: Workload) -> dict[str, Any]:
-    """vlmserve / baseline for each comparable figure (times: < 1 is better)."""
-    s, b = res["summary"], base["summary"]
-    agg = {}
-    base_levels = {lv["streams"]: lv for lv in base["concurrency"] if lv["pass"] == "cold"}
-    for lv in res["concurrency"]:
-        if lv["pass"] == "cold" and lv["streams"] in base_levels:
-            agg[str(lv["streams"])] = ratio(lv["aggregate_tok_s"],
-                                            base_levels[lv["streams"]]["aggregate_tok_s"])
-    ours = [r["completion_tokens"] for r in res["runs"]]
-    theirs = [r["completion_tokens"] for r in base["runs"]]
-    q = median(s.get("question_tokens"))
-    return {
-        "cold_ttft": ratio(median(s["cold_ttft_ms"]), median(b["cold_ttft_ms"])),
-        "warm_ttft": ratio(median(s["warm_ttft_ms"]), median(b["warm_ttft_ms"])),
-        "warm_cold_ratio": ratio(median(s["warm_cold_ratio"]), median(b["warm_cold_ratio"])),
-        "decode_tok_s": ratio(median(s["decode_tok_s"]), median(b["decode_tok_s"])),
-        "aggregate_tok_s": agg,
-        "peak_rss": ratio(res.get("peak_rss_bytes"), base.get("peak_rss_bytes")),
-        "completion_tokens": {"vlmserve": ours, "baseline": theirs},
-        "completion_tokens_match": ours == theirs and all(n == w.max_tokens for n in ours),
-        "question_tokens": {"vlmserve": q, "baseline": base.get("question_tokens")},
-        "question_tokens_match": all(v == w.prompt_tokens
-                                     for v in (base.get("question_tokens") or {}).values())
-        and q == w.prompt_tokens,
-    }
-
-
 # ---------------------------------------------------------------------------- http
 
 
-def run_http(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
+def run_http(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     from vlmserve.bench.http import HttpTarget
 
     t0 = time.perf_counter()
     w = opts.workload if opts.concurrency else replace(opts.workload, concurrency=())
-    doc = _base_doc(replace(opts, workload=w), "http")
+    doc = base_doc(w, opts.command, "http")
     target = HttpTarget(opts.url, api_key=opts.api_key)
     try:
         questions = build_questions(target, w)
@@ -396,20 +239,13 @@ def run_http(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     finally:
         target.close()
     facts = read_model_facts(opts.model) if opts.model and opts.model.is_file() else None
-    doc["model"] = _model_json(facts, opts.mmproj, None)
+    doc["model"] = model_json(facts, opts.mmproj, None)
     doc["model"]["served_as"] = target.model
     doc["engine"] = {"backend": None, "url": target.base_url, "threads": None}
-    doc["results"] = {
-        "summary": result["summary"],
-        "runs": [s.as_json() for s in result["samples"]],
-        "concurrency": result["levels"],
-        "peak_rss_bytes": None,
-        "rss_before_load_bytes": None,
-        "engine_counters": None,
-    }
+    doc["results"] = results_json(result)
     if opts.roofline and facts:
         s = result["summary"]
         doc["roofline"] = roofline_for(facts, decode_kv_cells(s, w.max_tokens),
                                        median(s["decode_tok_s"]), opts.threads or 1)
         doc["roofline"]["applies"] = None  # the server's backend is unknown from here
-    return _finish(doc, t0)
+    return finish(doc, t0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from vlmserve.batch.results import FORMATS
-from vlmserve.batch.schema import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, load_schema_file
+from vlmserve.batch.schema import load_schema_file
 from vlmserve.batch.task import Task, build_task
 from vlmserve.config import ImageOptions
 from vlmserve.errors import VlmserveError
+from vlmserve.grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
 from vlmserve.templates import TemplateRegistry
 from vlmserve.types import SamplingParams
 

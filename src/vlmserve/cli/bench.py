@@ -116,12 +116,12 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmserve.bench.phase_bar import PhaseBar
     from vlmserve.bench.report import render_markdown, render_text
-    from vlmserve.bench.suite import Progress
     from vlmserve.bench.suite import run as run_suite
 
     opts = options_from_args(args)
-    progress = Progress(enabled=not args.no_progress)
+    progress = PhaseBar(enabled=not args.no_progress)
     try:
         doc = run_suite(opts, progress)
     finally:

@@ -21,7 +21,6 @@ from vlmserve.batch.results import format_for, open_results
 from vlmserve.batch.signals import StopFlag
 from vlmserve.batch.task import Task
 from vlmserve.chat import ChatMessage, ChatRenderer
-from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.cli.batch_args import (
     add_output_args,
     add_task_args,
@@ -29,9 +28,10 @@ from vlmserve.cli.batch_args import (
     task_from_args,
 )
 from vlmserve.cli.engine_args import add_model_args, engine_config_from_args
+from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
 from vlmserve.images import load_image_file
-from vlmserve.types import Request, RequestStats, SamplingParams
+from vlmserve.types import Request, RequestStats, SamplingParams, TokenDelta
 
 if TYPE_CHECKING:
     from vlmserve.config import ImageOptions
@@ -67,18 +67,18 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
            sampling: SamplingParams, out: TextIO | None) -> Answer:
     """Run one request; stream its text to ``out`` when given."""
     request = Request(f"cli-{uuid.uuid4().hex[:12]}", renderer.render(messages), sampling)
-    parts: list[str] = []
-    for delta in engine.generate_sync(request):
-        if delta.text:
-            parts.append(delta.text)
-            if out is not None:
-                out.write(delta.text)
-                out.flush()
-        if delta.finished:
-            if delta.error:
-                raise VlmserveError(delta.error)
-            return Answer("".join(parts), delta.finish_reason.value, delta.stats)
-    raise VlmserveError("the engine stopped without finishing the request")
+
+    def show(delta: TokenDelta) -> None:
+        if delta.text and out is not None:
+            out.write(delta.text)
+            out.flush()
+
+    end = run_to_end(engine, request, show if out is not None else None)
+    if end is None:
+        raise VlmserveError("the engine stopped without finishing the request")
+    if end.error:
+        raise VlmserveError(end.error)
+    return Answer(end.text, end.finish_reason.value, end.stats)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +102,7 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
 
     failed = 0
     with create_engine(engine_config_from_args(args)) as engine:
-        renderer = ChatRenderer(engine.info.chat_template or QWEN3VL_CHAT_TEMPLATE)
+        renderer = ChatRenderer.for_model(engine.info.chat_template)
         for path in paths:
             try:
                 image = load_image_file(path, options)

@@ -1,7 +1,10 @@
 """``vlmserve`` entry point: builds the argparse tree from the subcommand modules.
 
 Each subcommand module exposes ``register(subparsers)`` which adds its parser
-and sets ``func`` (taking the parsed args, returning an exit code). Errors a
+and sets ``func`` (taking the parsed args, returning an exit code). They are
+imported by name below, so a renamed or missing module fails loudly instead of
+vanishing from ``--help``; each keeps its heavy imports (llama.cpp, Gradio,
+uvicorn) inside its ``run``, so ``vlmserve --help`` stays fast. Errors a
 user can act on (``VlmserveError``) become one line on stderr and exit 1; no
 traceback reaches the user.
 """
@@ -9,24 +12,13 @@ traceback reaches the user.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from vlmserve.cli import bench, demo_model, describe, info, models, pull, quantize, serve, watch
 from vlmserve.errors import VlmserveError
 
-# Subcommand modules, in help order. Imported lazily by name so that
-# `vlmserve --help` does not pay for llama.cpp, Gradio or torch-like imports.
-SUBCOMMANDS = (
-    "vlmserve.cli.describe",
-    "vlmserve.cli.serve",
-    "vlmserve.cli.info",
-    "vlmserve.cli.demo_model",
-    "vlmserve.cli.quantize",
-    "vlmserve.cli.bench",
-    "vlmserve.cli.pull",
-    "vlmserve.cli.models",
-    "vlmserve.cli.watch",
-)
+# Subcommand modules, in help order.
+SUBCOMMANDS = (describe, serve, info, demo_model, quantize, bench, pull, models, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local, private image Q&A with Qwen3-VL GGUF models on llama.cpp.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # subcommand not written yet
-                continue
-            raise
+    for module in SUBCOMMANDS:
         module.register(sub)
     return parser
 

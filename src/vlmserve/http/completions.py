@@ -94,8 +94,8 @@ def grammar_for(response_format: ResponseFormat | None,
                 raise RequestError("response_format json_schema needs a json_schema object")
             return json_schema_to_grammar(response_format.json_schema.schema_)
         return None  # "text"
-    if template is not None and template.json_schema is not None:
-        return json_schema_to_grammar(template.json_schema)
+    if template is not None:
+        return template.grammar()
     return None
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmserve.chat import ChatRenderer
-from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.config import EngineConfig
 from vlmserve.engine.client import EngineClient
 from vlmserve.engine.factory import create_engine
@@ -36,9 +35,9 @@ class LoadedModel:
     @classmethod
     def of(cls, engine: EngineClient) -> LoadedModel:
         info = engine.info
-        template = info.chat_template or QWEN3VL_CHAT_TEMPLATE
         model_id = info.model_name or Path(info.model_path).stem
-        return cls(engine, ChatRenderer(template), model_id, int(time.time()))
+        return cls(engine, ChatRenderer.for_model(info.chat_template), model_id,
+                   int(time.time()))
 
 
 class EngineHolder:

@@ -18,7 +18,6 @@ import gradio as gr
 
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import VlmserveError
-from vlmserve.grammar import json_schema_to_grammar
 from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
@@ -106,8 +105,7 @@ class ChatHandlers:
             return
 
         template = self.template(template_name)
-        user = ChatMessage.user(text or template.prompt, *images)
-        system = [ChatMessage.system(template.system)] if template.system else []
+        *system, user = template.to_messages(*images, question=text or None)
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
         chat.append({"role": "user", "content": text or template.prompt})
@@ -120,7 +118,7 @@ class ChatHandlers:
                                model.engine.info.n_ctx_per_slot, max_tokens)
         generation: Generation | None = None
         try:
-            grammar = json_schema_to_grammar(template.json_schema) if template.json_schema else None
+            grammar = template.grammar()
             sampling = SamplingParams(max_tokens=max_tokens, temperature=float(temperature),
                                       grammar=grammar)
             prepared: PreparedChat = await asyncio.to_thread(

@@ -15,7 +15,7 @@ import zlib
 from PIL import Image, ImageFile
 
 from vlmserve.errors import ImageError, ImageTooLargeError
-from vlmserve.image_limits import gif_frame_count, looks_like_heif, tiff_frame_count
+from vlmserve.images.containers import gif_frame_count, looks_like_heif, tiff_frame_count
 
 # Pillow format ids we decode, in probing order.
 BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
