@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import queue
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from vlmserve.engine.backend import BackendInfo
 from vlmserve.engine.image_cache import ImageCacheStats
-from vlmserve.engine.llamacpp.backend import BackendInfo, LlamaBackend
+from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import image_token_count
 from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,16 @@ class EngineClient:
                               len(self._loop.slots))
 
     def close(self) -> None:
-        """Stop the engine thread and free llama.cpp memory (idempotent)."""
-        self._loop.stop()
-        self._backend.close()
+        """Stop the engine threads and free llama.cpp memory (idempotent).
+
+        If a thread is still inside llama.cpp when the wait runs out, the memory is left
+        to the process's exit: freeing it under a running ``llama_decode`` would crash.
+        """
+        if self._loop.stop():
+            self._backend.close()
+        else:
+            log.warning("an engine thread did not stop in time; llama.cpp memory is left "
+                        "to be freed at exit")
 
     def __enter__(self) -> EngineClient:
         return self
