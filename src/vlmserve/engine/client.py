@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from vlmserve.engine.backend import BackendInfo
+from vlmserve.engine.disk_cache import DiskCacheStats, DiskEmbeddingCache
 from vlmserve.engine.image_cache import ImageCacheStats
 from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
@@ -27,6 +28,7 @@ class EngineSnapshot:
 
     counters: EngineCounters
     image_cache: ImageCacheStats
+    disk_cache: DiskCacheStats | None  # None: no disk tier (--image-cache-dir unset)
     queue_depth: int
     busy_slots: int
     n_slots: int
@@ -40,9 +42,11 @@ class EngineClient:
     client that disconnects frees its slot at the next engine step.
     """
 
-    def __init__(self, backend: LlamaBackend, loop: EngineLoop) -> None:
+    def __init__(self, backend: LlamaBackend, loop: EngineLoop,
+                 disk_cache: DiskEmbeddingCache | None = None) -> None:
         self._backend = backend
         self._loop = loop
+        self._disk_cache = disk_cache
 
     @property
     def info(self) -> BackendInfo:
@@ -106,7 +110,8 @@ class EngineClient:
         """A copy of the counters (the engine thread keeps changing the live ones)."""
         c = self._loop.counters
         counters = dataclasses.replace(c, finished=Counter(c.finished))
-        return EngineSnapshot(counters, self._loop.image_cache.stats(),
+        disk = self._disk_cache.stats() if self._disk_cache is not None else None
+        return EngineSnapshot(counters, self._loop.image_cache.stats(), disk,
                               self._loop.queue_depth, self._loop.busy_slots,
                               len(self._loop.slots))
 
