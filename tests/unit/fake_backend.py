@@ -82,6 +82,9 @@ class FakeBackend:
         self.fail_keys: set[str] = set()  # encoding these raises EngineError
         self.gates: dict[str, threading.Event] = {}  # encoding these waits for the event
         self.encoding = threading.Event()  # set when an encode starts
+        self.decode_gate: threading.Event | None = None  # decode waits for it when set
+        self.decoding = threading.Event()  # set when a decode starts
+        self.closed = False
         self._kv: dict[int, set[tuple]] = {i: set() for i in range(n_parallel)}
         self._logits: dict[int, bytes] = {}
         self._lock = threading.Lock()
@@ -125,6 +128,9 @@ class FakeBackend:
         if len(tokens) > self.info.n_batch:
             raise AssertionError(f"decode of {len(tokens)} tokens > n_batch")
         self._log("tokens", [(t.seq_id, t.pos) for t in tokens])
+        self.decoding.set()
+        if self.decode_gate is not None:
+            self.decode_gate.wait(30)
         time.sleep(self.decode_s)
         self._logits.clear()
         for t in tokens:
@@ -163,6 +169,9 @@ class FakeBackend:
     def seq_truncate(self, seq_id: int, pos: int) -> bool:
         self._kv[seq_id] = {c for c in self._kv[seq_id] if c[0][0] < pos}
         return True
+
+    def close(self) -> None:
+        self.closed = True
 
     # ---- for assertions
     def token_calls(self) -> list[list[tuple[int, int]]]:

@@ -200,3 +200,19 @@ def test_a_cached_image_skips_the_encoder_and_gives_the_same_tokens(harnesses):
     assert end.stats.image_cache_hits == 1 and end.stats.image_encode_ms == 0
     assert first == second == alone(prompt)
     assert sum(1 for c in backend.calls if c.kind == "encode") == 1
+
+
+def test_close_never_frees_the_backend_under_a_running_decode():
+    from vlmserve.engine.client import EngineClient
+
+    backend = FakeBackend(n_parallel=1)
+    backend.decode_gate = gate = threading.Event()
+    h = Harness(backend)
+    client = EngineClient(backend, h.loop)
+    h.send("stuck", Prompt(("hello",)))
+    assert backend.decoding.wait(10)  # the engine thread is inside "llama_decode"
+    client.close(timeout=0.2)
+    assert not backend.closed  # freeing now would pull memory from under it
+    gate.set()
+    client.close(timeout=10)
+    assert backend.closed

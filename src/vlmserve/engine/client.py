@@ -115,13 +115,13 @@ class EngineClient:
                               self._loop.queue_depth, self._loop.busy_slots,
                               len(self._loop.slots))
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Stop the engine threads and free llama.cpp memory (idempotent).
 
         If a thread is still inside llama.cpp when the wait runs out, the memory is left
         to the process's exit: freeing it under a running ``llama_decode`` would crash.
         """
-        if self._loop.stop():
+        if self._loop.stop(timeout):
             self._backend.close()
         else:
             log.warning("an engine thread did not stop in time; llama.cpp memory is left "
