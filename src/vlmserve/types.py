@@ -131,7 +131,8 @@ class RequestStats:
     cached_tokens: int = 0  # prompt cells reused from the slot's KV (prefix reuse)
     completion_tokens: int = 0
     images: int = 0
-    image_cache_hits: int = 0
+    image_cache_hits: int = 0  # images whose embeddings came from the RAM cache
+    image_disk_hits: int = 0  # ... from the disk tier (a restarted server skips the encoder)
     image_encode_ms: float = 0.0
     queue_ms: float = 0.0  # waiting for a free slot
     prefill_ms: float = 0.0

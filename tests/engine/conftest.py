@@ -13,11 +13,11 @@ from vlmserve.images import prepare_image
 from vlmserve.types import Prompt, Request, SamplingParams, TokenDelta
 
 
-def make_engine(files, **overrides) -> EngineClient:
+def make_engine(files, vision_worker: bool = True, **overrides) -> EngineClient:
     cfg = dict(model_path=files.model, mmproj_path=files.mmproj, n_ctx_per_slot=4096,
-               n_parallel=4, n_threads=1)
+               n_parallel=4, n_threads=1, n_threads_vision=1)
     cfg.update(overrides)
-    return create_engine(EngineConfig(**cfg))
+    return create_engine(EngineConfig(**cfg), vision_worker=vision_worker)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ slot and every cache off, running each request alone from an empty KV.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.conftest import png_bytes
 from tests.engine.conftest import image_prompt, make_engine, run, token_ids
 from vlmserve.chat import ChatMessage, ChatRenderer
 from vlmserve.images import prepare_image
-from vlmserve.types import Prompt
+from vlmserve.types import Prompt, Request, SamplingParams
 
 MAX_TOKENS = 24
 
@@ -26,8 +27,8 @@ def plain(tiny_model):
     client.close()
 
 
-def alone(plain, prompt: Prompt, rid: str) -> list[int]:
-    deltas, end = run(plain, prompt, max_tokens=MAX_TOKENS, request_id=rid)
+def alone(plain, prompt: Prompt, rid: str, max_tokens: int = MAX_TOKENS) -> list[int]:
+    deltas, end = run(plain, prompt, max_tokens=max_tokens, request_id=rid)
     assert end.stats.cached_tokens == 0 and end.stats.image_cache_hits == 0
     return token_ids(deltas)
 
@@ -93,3 +94,47 @@ def test_follow_up_turn_reuses_the_prefix_and_matches_from_scratch(engine, plain
     assert end2.stats.cached_tokens >= end2.stats.image_tokens
     assert end2.stats.cached_tokens > end2.stats.prompt_tokens // 2
     assert token_ids(deltas2) == alone(plain, prompt2, "scratch")
+
+
+def test_inline_vision_matches_the_vision_worker(tiny_model, plain):
+    client = make_engine(tiny_model, n_parallel=1, image_cache_mb=0, prefix_cache=False,
+                         vision_worker=False)
+    try:
+        prompt = image_prompt(client, "请用中文描述这张图片", 320, 256, seed=8)
+        deltas, _ = run(client, prompt, max_tokens=MAX_TOKENS, request_id="inline")
+        assert token_ids(deltas) == alone(plain, prompt, "worker")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("image_slice", [7, 64])
+def test_an_image_sliced_between_decode_steps_matches_one_call(tiny_model, plain, image_slice):
+    """A newcomer's image goes in slices while another stream decodes: same tokens, both."""
+    client = make_engine(tiny_model, n_parallel=2, image_slice=image_slice)
+    try:
+        stream = image_prompt(client, "Tell a long story.", 256, 256, seed=9)
+        newcomer = image_prompt(client, "What is here?", 384, 320, seed=10)
+        streamed: list[int] = []
+        done = threading.Event()
+
+        def stream_worker() -> None:  # decodes until the newcomer is done, then leaves
+            params = SamplingParams(max_tokens=3000, temperature=0.0)
+            for delta in client.generate_sync(Request("stream", stream, params)):
+                streamed.extend(delta.token_ids)
+                if done.is_set():
+                    break
+
+        t = threading.Thread(target=stream_worker)
+        t.start()
+        while len(streamed) < 3:  # the stream is decoding
+            time.sleep(0.001)
+        slices_before = client.snapshot().counters.image_slices
+        deltas, end = run(client, newcomer, max_tokens=MAX_TOKENS, request_id="newcomer")
+        slices = client.snapshot().counters.image_slices - slices_before
+        done.set()
+        t.join(120)
+        assert slices >= end.stats.image_tokens // image_slice  # it really went in slices
+        assert token_ids(deltas) == alone(plain, newcomer, "whole")
+        assert streamed == alone(plain, stream, "stream-alone", max_tokens=len(streamed))
+    finally:
+        client.close()

@@ -1,4 +1,5 @@
-"""The engine's pure-Python parts, without a model: detokenizer, scheduler, caches."""
+"""The engine's pure-Python parts, without a model: detokenizer, caches, slots
+(the scheduler has its own file, tests/unit/test_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import numpy as np
 from vlmserve.engine.detokenize import IncrementalDetokenizer
 from vlmserve.engine.image_cache import ImageCache
 from vlmserve.engine.prefix_cache import ImageUnit, choose_slot, common_prefix, position_after
-from vlmserve.engine.scheduler import PrefillNeed, plan_step
 
 # A byte table standing in for a vocabulary: each "token" is a raw byte string.
 PIECES = {i: bytes([b]) for i, b in enumerate("中文".encode())} | {
@@ -41,27 +41,6 @@ def test_stop_string_is_held_back_then_cut():
 def test_held_prefix_released_when_not_a_stop():
     out, d = stream([10, 10], stop=("bx",))
     assert "".join(out) == "abab" and not d.stopped
-
-
-def test_scheduler_decodes_every_generating_slot_and_shares_the_rest():
-    plan = plan_step([0, 1], [PrefillNeed(2, False, 1000), PrefillNeed(3, False, 5)], budget=64)
-    assert plan.decode == (0, 1)
-    assert plan.n_tokens <= 64
-    # rotation 0 starts at the lowest slot: slot 2 takes all 62 tokens left, slot 3 waits
-    assert plan.prefill == ((2, 62),)
-
-
-def test_scheduler_rotates_so_long_prompts_do_not_starve_others():
-    needs = [PrefillNeed(0, False, 10_000), PrefillNeed(1, False, 10_000)]
-    first = plan_step([], needs, budget=100, rotation=0)
-    second = plan_step([], needs, budget=100, rotation=first.next_rotation)
-    assert first.prefill[0][0] != second.prefill[0][0]
-
-
-def test_scheduler_one_image_per_step_and_empty_plan():
-    plan = plan_step([], [PrefillNeed(0, True, 0), PrefillNeed(1, True, 0)], budget=32)
-    assert plan.image_slot == 0 and plan.prefill == ()  # rotation 0: the lowest slot first
-    assert plan_step([], [], budget=32).empty
 
 
 def test_image_cache_lru_never_evicts_entries_in_use():

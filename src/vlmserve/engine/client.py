@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import queue
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from vlmserve.engine.backend import BackendInfo
+from vlmserve.engine.disk_cache import DiskCacheStats, DiskEmbeddingCache
 from vlmserve.engine.image_cache import ImageCacheStats
-from vlmserve.engine.llamacpp.backend import BackendInfo, LlamaBackend
+from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import image_token_count
 from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class EngineSnapshot:
 
     counters: EngineCounters
     image_cache: ImageCacheStats
+    disk_cache: DiskCacheStats | None  # None: no disk tier (--image-cache-dir unset)
     queue_depth: int
     busy_slots: int
     n_slots: int
@@ -36,9 +42,11 @@ class EngineClient:
     client that disconnects frees its slot at the next engine step.
     """
 
-    def __init__(self, backend: LlamaBackend, loop: EngineLoop) -> None:
+    def __init__(self, backend: LlamaBackend, loop: EngineLoop,
+                 disk_cache: DiskEmbeddingCache | None = None) -> None:
         self._backend = backend
         self._loop = loop
+        self._disk_cache = disk_cache
 
     @property
     def info(self) -> BackendInfo:
@@ -102,14 +110,22 @@ class EngineClient:
         """A copy of the counters (the engine thread keeps changing the live ones)."""
         c = self._loop.counters
         counters = dataclasses.replace(c, finished=Counter(c.finished))
-        return EngineSnapshot(counters, self._loop.image_cache.stats(),
+        disk = self._disk_cache.stats() if self._disk_cache is not None else None
+        return EngineSnapshot(counters, self._loop.image_cache.stats(), disk,
                               self._loop.queue_depth, self._loop.busy_slots,
                               len(self._loop.slots))
 
-    def close(self) -> None:
-        """Stop the engine thread and free llama.cpp memory (idempotent)."""
-        self._loop.stop()
-        self._backend.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine threads and free llama.cpp memory (idempotent).
+
+        If a thread is still inside llama.cpp when the wait runs out, the memory is left
+        to the process's exit: freeing it under a running ``llama_decode`` would crash.
+        """
+        if self._loop.stop(timeout):
+            self._backend.close()
+        else:
+            log.warning("an engine thread did not stop in time; llama.cpp memory is left "
+                        "to be freed at exit")
 
     def __enter__(self) -> EngineClient:
         return self

@@ -1,9 +1,13 @@
-"""The engine thread: inbox -> admit -> plan -> run (images, one batched decode) -> sample -> emit.
+"""The engine thread: inbox -> admit -> plan -> decode tokens, sample -> image slices -> emit.
 
-One thread owns the llama.cpp context (like llama.cpp's server loop and
-nano-vllm's engine step). Other threads talk to it only through ``submit`` and
-``abort``; results flow back through each request's ``emit`` callback, which
-must not block.
+One thread owns the llama.cpp context (like llama.cpp's server loop and nano-vllm's
+engine step) and does nothing slow but forward passes: prompts are tokenized and
+images encoded by the vision stage (``engine/vision.py``), whose results arrive on
+the same inbox as new requests and aborts. A request whose image is still being
+encoded waits in its own slot; an encoded image goes into KV a slice per step, after
+that step's decode, so running answers keep streaming while a picture is read.
+Other threads talk to the loop only through ``submit`` and ``abort``; results flow
+back through each request's ``emit`` callback, which must not block.
 """
 
 from __future__ import annotations
@@ -16,22 +20,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vlmserve.engine.backend import BatchToken, DecodeBackend, EmbdSlice, ImageChunk, TextChunk
 from vlmserve.engine.detokenize import IncrementalDetokenizer
 from vlmserve.engine.image_cache import ImageCache
-from vlmserve.engine.llamacpp.backend import BatchToken, ImageChunk, LlamaBackend, TextChunk
-from vlmserve.engine.prefix_cache import (
-    ImageUnit,
-    cells_in,
-    choose_slot,
-    position_after,
-)
-from vlmserve.engine.scheduler import PrefillNeed, plan_step
+from vlmserve.engine.prefix_cache import ImageUnit, cells_in, choose_slot, position_after
+from vlmserve.engine.scheduler import PrefillNeed, StepPlan, plan_step
 from vlmserve.engine.slots import Job, Slot, SlotState
 from vlmserve.engine.stats import EngineCounters
-from vlmserve.errors import ContextOverflowError, QueueFullError, RequestError, VlmserveError
+from vlmserve.engine.vision import Encoded, Prepared, VisionStage
+from vlmserve.errors import (
+    ContextOverflowError,
+    EngineError,
+    QueueFullError,
+    RequestError,
+    VlmserveError,
+)
 from vlmserve.types import FinishReason, Request, RequestStats, TokenDelta
 
 log = logging.getLogger(__name__)
+
+Inbox = queue.Queue  # of _Submit | _Abort | Prepared | Encoded | None (stop)
 
 
 @dataclass(frozen=True)
@@ -47,38 +55,57 @@ class _Abort:
 
 
 class EngineLoop:
-    """Continuous batching over ``n_parallel`` slots of one llama context."""
+    """Continuous batching over the backend's slots, fed by a vision stage.
 
-    def __init__(self, backend: LlamaBackend, image_cache: ImageCache, max_queue: int,
-                 prefix_cache: bool = True) -> None:
+    ``inbox`` is shared with ``vision``, which delivers its results there; the
+    factory (``engine/factory.py``) wires the two together.
+    """
+
+    def __init__(self, backend: DecodeBackend, vision: VisionStage, inbox: Inbox,
+                 image_cache: ImageCache, max_queue: int, prefix_cache: bool = True,
+                 image_slice: int = 64) -> None:
         self.backend = backend
+        self.vision = vision
         self.image_cache = image_cache
         self.max_queue = max_queue
         self.prefix_cache = prefix_cache
+        self.n_batch = backend.info.n_batch
+        self.image_slice = min(image_slice, self.n_batch)
         self.counters = EngineCounters()
         self.slots = [Slot(i) for i in range(backend.info.n_parallel)]
-        self._inbox: queue.Queue[_Submit | _Abort | None] = queue.Queue()
-        self._waiting: deque[_Submit] = deque()
+        self._inbox = inbox
+        self._preparing: dict[str, Job] = {}  # at the vision stage's prepare thread
+        self._waiting: deque[Job] = deque()  # prepared, waiting for a free slot
+        self._orphans: dict[tuple[str, int], ImageChunk] = {}  # lent chunks of ended jobs
         self._n_queued = 0  # submitted, not yet admitted (guarded by _lock)
         self._lock = threading.Lock()
         self._rotation = 0
+        self._idle = True  # the last step found nothing to run: wait on the inbox
         self._running = False
         self._thread: threading.Thread | None = None
 
     # ---- other threads -------------------------------------------------------------
     def start(self) -> None:
+        self.vision.start()
         self._running = True
         self._thread = threading.Thread(target=self._run, name="vlmserve-engine", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Abort everything in flight and join the thread."""
-        if self._thread is None:
-            return
-        self._running = False
-        self._inbox.put(None)
-        self._thread.join(timeout)
-        self._thread = None
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Abort everything in flight and stop the threads.
+
+        Returns False when a thread is still inside llama.cpp after ``timeout``: then
+        the backend must not be freed under it.
+        """
+        joined = True
+        if self._thread is not None:
+            self._running = False
+            self._inbox.put(None)
+            self._thread.join(timeout)
+            joined = not self._thread.is_alive()
+            if joined:
+                self._thread = None
+        return self.vision.stop(timeout) and joined
 
     def submit(self, request: Request, emit: Callable[[TokenDelta], None]) -> None:
         """Queue a request; raises ``QueueFullError`` when ``max_queue`` are already waiting."""
@@ -109,24 +136,35 @@ class EngineLoop:
                 self._step()
             except Exception:  # never let the engine thread die silently
                 log.exception("engine step failed")
-                self._fail_all("internal engine error; see the server log")
-        self._fail_all("the server is shutting down", FinishReason.ABORT)
+                self._fail_all(EngineError("internal engine error; see the server log"))
+        self._fail_all(EngineError("the server is shutting down"), FinishReason.ABORT)
 
     def _step(self) -> None:
-        self._drain_inbox(block=not self._has_work())
+        self._drain_inbox(block=self._idle)
         self._admit()
-        decoding = [s.index for s in self.slots if s.state is SlotState.DECODE]
-        prefilling = [PrefillNeed(s.index, isinstance(s.job.units[s.job.cursor], ImageUnit),
-                                  s.job.text_run())
-                      for s in self.slots if s.state is SlotState.PREFILL]
-        plan = plan_step(decoding, prefilling, self.backend.config.n_batch, self._rotation)
+        plan = self._plan()
         self._rotation = plan.next_rotation
-        if plan.image_slot is not None:
-            self._put_image(self.slots[plan.image_slot])
-        self._decode(plan.decode, plan.prefill)
+        self._idle = plan.empty
+        if plan.decode or plan.prefill:
+            self._run_tokens(plan)
+        if plan.images:
+            self._run_image_slices(plan.images)
 
-    def _has_work(self) -> bool:
-        return bool(self._waiting) or any(s.state is not SlotState.IDLE for s in self.slots)
+    def _plan(self) -> StepPlan:
+        decoding = [s.index for s in self.slots if s.state is SlotState.DECODE]
+        prefilling = [self._need(s) for s in self.slots if s.state is SlotState.PREFILL]
+        # Nobody waits on a decode: an image may take a whole batch per step, as before.
+        image_budget = self.image_slice if decoding else self.n_batch
+        return plan_step(decoding, prefilling, self.n_batch, image_budget, self._rotation)
+
+    @staticmethod
+    def _need(slot: Slot) -> PrefillNeed:
+        job = slot.job
+        unit = job.units[job.cursor]
+        if isinstance(unit, ImageUnit):
+            return PrefillNeed(slot.index, image_cells=unit.n_tokens - job.image_done,
+                               image_ready=job.cursor in job.embeddings)
+        return PrefillNeed(slot.index, text_run=job.text_run())
 
     def _drain_inbox(self, block: bool) -> None:
         try:
@@ -135,7 +173,11 @@ class EngineLoop:
             return
         while True:
             if isinstance(msg, _Submit):
-                self._waiting.append(msg)
+                self._on_submit(msg)
+            elif isinstance(msg, Prepared):
+                self._on_prepared(msg)
+            elif isinstance(msg, Encoded):
+                self._on_encoded(msg)
             elif isinstance(msg, _Abort):
                 self._abort(msg.request_id)
             try:
@@ -143,45 +185,40 @@ class EngineLoop:
             except queue.Empty:
                 return
 
-    def _abort(self, request_id: str) -> None:
-        for sub in list(self._waiting):
-            if sub.request.request_id == request_id:
-                self._waiting.remove(sub)
-                self._dequeued()
-                self.counters.finished[FinishReason.ABORT] += 1
-                sub.emit(TokenDelta(request_id, finish_reason=FinishReason.ABORT,
-                                    stats=RequestStats()))
-        for slot in self.slots:
-            if slot.job is not None and slot.job.request.request_id == request_id:
-                self._finish(slot, FinishReason.ABORT)
-
     def _dequeued(self) -> None:
         with self._lock:
             self._n_queued -= 1
 
-    # ---- admission -----------------------------------------------------------------
-    def _admit(self) -> None:
-        while self._waiting:
-            free = [s for s in self.slots if s.state is SlotState.IDLE]
-            if not free:
-                return
-            sub = self._waiting.popleft()
-            self._dequeued()
-            job = Job(sub.request, sub.emit, sub.t_submit, t_admit=time.perf_counter())
-            try:
-                self._prepare(job)
-            except VlmserveError as exc:
-                job.free()
-                self.counters.finished[FinishReason.ERROR] += 1
-                sub.emit(TokenDelta(job.request.request_id, finish_reason=FinishReason.ERROR,
-                                    error=exc.message, error_status=exc.http_status,
-                                    error_code=exc.code, stats=RequestStats()))
-                continue
-            self._start(job, free)
+    # ---- arrival: submit -> prepared -> waiting --------------------------------------------
+    def _on_submit(self, sub: _Submit) -> None:
+        job = Job(sub.request, sub.emit, sub.t_submit)
+        self._preparing[job.request_id] = job
+        self.vision.prepare(job.request_id, job.request.prompt)
 
-    def _prepare(self, job: Job) -> None:
-        """Tokenize the prompt into units and check it fits a slot."""
-        for chunk in self.backend.tokenize_prompt(job.request.prompt):
+    def _on_prepared(self, msg: Prepared) -> None:
+        job = self._preparing.pop(msg.request_id, None)
+        if job is None:  # aborted meanwhile
+            for chunk in msg.chunks or ():
+                if not isinstance(chunk, TextChunk):
+                    chunk.free()
+            return
+        try:
+            if msg.error is not None:
+                raise msg.error
+            self._build(job, msg.chunks or [])
+        except VlmserveError as exc:
+            self._dequeued()
+            self._end_unstarted(job, FinishReason.ERROR, exc)
+            return
+        self._waiting.append(job)
+        held = {u.key for s in self.slots for u in s.cached if isinstance(u, ImageUnit)}
+        for i, chunk in job.images.items():
+            if chunk.key not in held:  # else a slot's KV probably has it: decide at admission
+                self._want_image(job, i)
+
+    def _build(self, job: Job, chunks: list) -> None:
+        """The prompt as units; check it fits a slot; make the sampler and detokenizer."""
+        for chunk in chunks:
             if isinstance(chunk, TextChunk):
                 job.units.extend(chunk.tokens)
             else:
@@ -200,6 +237,65 @@ class EngineLoop:
         job.sampler = self.backend.new_sampler(params)
         job.detok = IncrementalDetokenizer(self.backend.token_bytes, params.stop)
 
+    def _want_image(self, job: Job, index: int) -> None:
+        """Get the embeddings of the image at unit ``index``: RAM cache now, else ask the
+        vision stage (disk tier or encoder) and let the request wait for them."""
+        if index in job.embeddings or index in job.encoding:
+            return
+        chunk = job.images[index]
+        embd = self.image_cache.acquire(chunk.key)
+        if embd is not None:
+            job.pinned.append(chunk.key)
+            job.image_cache_hits += 1
+            job.embeddings[index] = embd
+            return
+        job.encoding.add(index)
+        self.vision.encode(job.request_id, index, chunk)
+
+    def _on_encoded(self, msg: Encoded) -> None:
+        orphan = self._orphans.pop((msg.request_id, msg.unit_index), None)
+        if orphan is not None:  # its request ended while the chunk was lent
+            orphan.free()
+            if not any(rid == msg.request_id for rid, _ in self._orphans):
+                self.vision.forget(msg.request_id)
+            return
+        job = self._find(msg.request_id)
+        if job is None or msg.unit_index not in job.encoding:
+            return
+        job.encoding.discard(msg.unit_index)
+        if msg.error is not None:
+            self._fail_job(job, msg.error)
+            return
+        if msg.embd is None:
+            return
+        key = job.images[msg.unit_index].key
+        if self.image_cache.put_acquired(key, msg.embd):
+            job.pinned.append(key)
+        job.embeddings[msg.unit_index] = msg.embd
+        job.image_encode_ms += msg.encode_ms
+        if msg.from_disk:
+            job.image_disk_hits += 1
+            self.counters.image_disk_hits += 1
+        else:
+            self.counters.images_encoded += 1
+
+    def _find(self, request_id: str) -> Job | None:
+        for slot in self.slots:
+            if slot.job is not None and slot.job.request_id == request_id:
+                return slot.job
+        return next((j for j in self._waiting if j.request_id == request_id), None)
+
+    # ---- admission -----------------------------------------------------------------
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self.slots if s.state is SlotState.IDLE]
+            if not free:
+                return
+            job = self._waiting.popleft()
+            self._dequeued()
+            job.t_admit = time.perf_counter()
+            self._start(job, free)
+
     def _start(self, job: Job, free: list[Slot]) -> None:
         choice = choose_slot([(s.index, s.cached, s.last_used) for s in free], job.units)
         slot = self.slots[choice.slot_index]
@@ -213,73 +309,89 @@ class EngineLoop:
         self.counters.prefix_tokens_reused += job.cached_tokens
         self.counters.admitted += 1
         slot.job, slot.state = job, SlotState.PREFILL
+        for i in job.images:
+            if i >= reused:
+                self._want_image(job, i)
 
     # ---- running -------------------------------------------------------------------
-    def _put_image(self, slot: Slot) -> None:
-        job = slot.job
-        unit = job.units[job.cursor]
-        chunk: ImageChunk = job.images[job.cursor]
-        try:
-            embd = self.image_cache.acquire(unit.key)
-            if embd is not None:
-                job.pinned.append(unit.key)
-                job.image_cache_hits += 1
-            else:
-                t0 = time.perf_counter()
-                embd = self.backend.encode_image(chunk)
-                job.image_encode_ms += (time.perf_counter() - t0) * 1000
-                if self.image_cache.put_acquired(unit.key, embd):
-                    job.pinned.append(unit.key)
-            job.n_past = self.backend.decode_image(slot.index, chunk, embd, job.n_past)
-        except VlmserveError as exc:
-            self._fail_slot(slot, exc.message)
-            return
-        slot.add([unit])
-        job.cursor += 1
-
-    def _decode(self, decode: tuple[int, ...], prefill: tuple[tuple[int, int], ...]) -> None:
+    def _run_tokens(self, plan: StepPlan) -> None:
+        """The step's tokens in llama_decode calls of at most ``n_batch``; each call's
+        logits are sampled before the next call overwrites them."""
         batch: list[BatchToken] = []
         sample_at: list[tuple[Slot, int]] = []
-        for idx in decode:
-            slot = self.slots[idx]
-            job = slot.job
+        for idx in plan.decode:
+            job = self.slots[idx].job
             batch.append(BatchToken(idx, job.pending_token, job.n_past, True))
-            sample_at.append((slot, len(batch) - 1))
-        for idx, n in prefill:
-            slot = self.slots[idx]
-            job = slot.job
+            sample_at.append((self.slots[idx], len(batch) - 1))
+        for idx, n in plan.prefill:
+            job = self.slots[idx].job
             for k in range(n):
                 last = job.cursor + k == len(job.units) - 1
                 batch.append(BatchToken(idx, job.units[job.cursor + k], job.n_past + k, last))
             if job.cursor + n == len(job.units):
-                sample_at.append((slot, len(batch) - 1))
-        if not batch:
-            return
-        try:
-            self.backend.decode(batch)
-        except VlmserveError as exc:
-            for slot in {self.slots[t.seq_id].index: self.slots[t.seq_id] for t in batch}.values():
-                self._fail_slot(slot, exc.message)
-            return
-        self.counters.observe_batch(len(batch))
-        for idx in decode:  # their pending token is now in KV
+                sample_at.append((self.slots[idx], len(batch) - 1))
+        self._account_tokens(plan)
+        for start in range(0, len(batch), self.n_batch):
+            part = batch[start:start + self.n_batch]
+            try:
+                self.backend.decode(part)
+            except VlmserveError as exc:
+                for t in batch[start:]:
+                    if self.slots[t.seq_id].job is not None:
+                        self._fail_slot(self.slots[t.seq_id], exc)
+                return
+            self.counters.observe_batch(len(part))
+            for slot, i in sample_at:
+                if start <= i < start + len(part) and slot.job is not None:
+                    job = slot.job
+                    if slot.state is SlotState.PREFILL:
+                        slot.state = SlotState.DECODE
+                        job.t_prompt_done = time.perf_counter()
+                    self._accept(slot, self.backend.sample(job.sampler, i - start))
+
+    def _account_tokens(self, plan: StepPlan) -> None:
+        """What the slots' KV will hold once the step's tokens are in."""
+        for idx in plan.decode:
             slot = self.slots[idx]
             slot.add([slot.job.pending_token])
             slot.job.n_past += 1
             slot.job.pending_token = None
-        for idx, n in prefill:
+        for idx, n in plan.prefill:
             slot = self.slots[idx]
             job = slot.job
             slot.add(job.units[job.cursor:job.cursor + n])
             job.cursor += n
             job.n_past += n
             self.counters.prompt_tokens_processed += n
-        for slot, i in sample_at:
+
+    def _run_image_slices(self, images: tuple[tuple[int, int], ...]) -> None:
+        """One llama_decode over the next slice of each planned image."""
+        slices: list[EmbdSlice] = []
+        for idx, n in images:
+            job = self.slots[idx].job
+            if job.image_pos is None:
+                job.image_pos = job.images[job.cursor].positions(job.n_past)
+            a, b = job.image_done, job.image_done + n
+            slices.append(EmbdSlice(idx, job.embeddings[job.cursor][a:b], job.image_pos[a:b]))
+        try:
+            self.backend.decode_embeddings(slices)
+        except VlmserveError as exc:
+            for idx, _ in images:
+                self._fail_slot(self.slots[idx], exc)
+            return
+        self.counters.image_slices += 1
+        for idx, n in images:
+            slot = self.slots[idx]
             job = slot.job
-            if slot.state is SlotState.PREFILL:
-                slot.state = SlotState.DECODE
-                job.t_prompt_done = time.perf_counter()
-            self._accept(slot, self.backend.sample(job.sampler, i))
+            job.image_done += n
+            unit = job.units[job.cursor]
+            if job.image_done == unit.n_tokens:
+                slot.add([unit])
+                del job.embeddings[job.cursor]
+                job.cursor += 1
+                job.n_past += unit.n_pos
+                job.image_done, job.image_pos = 0, None
+            self.counters.prompt_tokens_processed += n
 
     def _accept(self, slot: Slot, token: int) -> None:
         job = slot.job
@@ -293,7 +405,7 @@ class EngineLoop:
         job.pending_ids.append(token)
         text = job.detok.push(token)
         if text:
-            job.emit(TokenDelta(job.request.request_id, text, tuple(job.pending_ids)))
+            job.emit(TokenDelta(job.request_id, text, tuple(job.pending_ids)))
             job.pending_ids.clear()
         if job.detok.stopped:
             self._finish(slot, FinishReason.STOP)
@@ -305,8 +417,49 @@ class EngineLoop:
             job.pending_token = token
 
     # ---- finishing -----------------------------------------------------------------
-    def _finish(self, slot: Slot, reason: FinishReason, error: str | None = None,
-                error_status: int = 0, error_code: str = "") -> None:
+    def _abort(self, request_id: str) -> None:
+        job = self._preparing.pop(request_id, None)
+        if job is not None:  # its chunks are freed when they arrive (_on_prepared)
+            self._preparing_aborted(job)
+            return
+        for job in list(self._waiting):
+            if job.request_id == request_id:
+                self._waiting.remove(job)
+                self._dequeued()
+                self._end_unstarted(job, FinishReason.ABORT)
+        for slot in self.slots:
+            if slot.job is not None and slot.job.request_id == request_id:
+                self._finish(slot, FinishReason.ABORT)
+
+    def _preparing_aborted(self, job: Job) -> None:
+        self._dequeued()
+        self.counters.finished[FinishReason.ABORT] += 1
+        job.emit(TokenDelta(job.request_id, finish_reason=FinishReason.ABORT,
+                            stats=RequestStats()))
+
+    def _release(self, job: Job) -> None:
+        """Unpin the job's cached images and free what it owns; chunks still at the
+        vision stage are kept until they come back."""
+        for key in job.pinned:
+            self.image_cache.release(key)
+        job.pinned.clear()
+        lent = job.free()
+        if lent:
+            self.vision.cancel(job.request_id)
+            for i, chunk in lent.items():
+                self._orphans[(job.request_id, i)] = chunk
+        job.encoding.clear()
+
+    def _end_unstarted(self, job: Job, reason: FinishReason,
+                       error: VlmserveError | None = None) -> None:
+        """End a job that never had a slot (failed while preparing or waiting, or aborted)."""
+        self._release(job)
+        self.counters.finished[reason] += 1
+        job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
+                            **_error_fields(error)))
+
+    def _finish(self, slot: Slot, reason: FinishReason,
+                error: VlmserveError | None = None) -> None:
         job = slot.job
         tail = job.detok.flush() if job.detok and error is None else ""
         now = time.perf_counter()
@@ -317,6 +470,7 @@ class EngineLoop:
             completion_tokens=job.n_completion,
             images=len(job.images),
             image_cache_hits=job.image_cache_hits,
+            image_disk_hits=job.image_disk_hits,
             image_encode_ms=job.image_encode_ms,
             queue_ms=(job.t_admit - job.t_submit) * 1000,
             prefill_ms=((job.t_prompt_done or now) - job.t_admit) * 1000,
@@ -324,31 +478,49 @@ class EngineLoop:
             decode_ms=(now - job.t_first) * 1000 if job.t_first else 0.0,
             total_ms=(now - job.t_submit) * 1000,
         )
-        for key in job.pinned:
-            self.image_cache.release(key)
-        job.free()
+        self._release(job)
         slot.job, slot.state, slot.last_used = None, SlotState.IDLE, time.monotonic()
         self.counters.finished[reason] += 1
-        job.emit(TokenDelta(job.request.request_id, tail, tuple(job.pending_ids),
-                            finish_reason=reason, stats=stats, error=error,
-                            error_status=error_status, error_code=error_code))
+        job.emit(TokenDelta(job.request_id, tail, tuple(job.pending_ids),
+                            finish_reason=reason, stats=stats, **_error_fields(error)))
 
-    def _fail_slot(self, slot: Slot, message: str) -> None:
-        """A llama.cpp call failed for this slot: its KV is unknown, so clear it."""
+    def _fail_slot(self, slot: Slot, error: VlmserveError) -> None:
+        """A call failed for this slot: its KV is unknown, so clear it."""
         slot.keep(0)
         self.backend.seq_truncate(slot.index, 0)
-        self._finish(slot, FinishReason.ERROR, error=message, error_status=500,
-                     error_code="engine_error")
+        self._finish(slot, FinishReason.ERROR, error)
 
-    def _fail_all(self, message: str, reason: FinishReason = FinishReason.ERROR) -> None:
+    def _fail_job(self, job: Job, error: VlmserveError) -> None:
+        """Fail one request wherever it is (in a slot or still waiting for one)."""
+        for slot in self.slots:
+            if slot.job is job:
+                self._fail_slot(slot, error)
+                return
+        if job in self._waiting:
+            self._waiting.remove(job)
+            self._dequeued()
+            self._end_unstarted(job, FinishReason.ERROR, error)
+
+    def _fail_all(self, error: VlmserveError, reason: FinishReason = FinishReason.ERROR) -> None:
         for slot in self.slots:
             if slot.job is not None:
                 if reason is FinishReason.ERROR:
-                    self._fail_slot(slot, message)
+                    self._fail_slot(slot, error)
                 else:
-                    self._finish(slot, reason, error=message)
+                    self._finish(slot, reason, error)
         while self._waiting:
-            sub = self._waiting.popleft()
             self._dequeued()
-            sub.emit(TokenDelta(sub.request.request_id, finish_reason=reason, error=message,
-                                stats=RequestStats()))
+            self._end_unstarted(self._waiting.popleft(), reason, error)
+        for job in list(self._preparing.values()):
+            self._dequeued()
+            self.counters.finished[reason] += 1
+            job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
+                                **_error_fields(error)))
+        self._preparing.clear()
+
+
+def _error_fields(error: VlmserveError | None) -> dict:
+    """How a typed engine error travels on the last delta (status and code for HTTP)."""
+    if error is None:
+        return {}
+    return {"error": error.message, "error_status": error.http_status, "error_code": error.code}

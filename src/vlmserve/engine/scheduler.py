@@ -1,18 +1,24 @@
-"""Plans one engine step: who decodes, who prefills how much, which image goes in.
+"""Plans one engine step: who decodes, who prefills how much text, which image slices go in.
 
 Pure Python over plain numbers, so fairness and budgets are unit-tested without
-a model. Policy (as llama.cpp's server and vLLM's chunked prefill):
-  1. every generating slot gets its next token (decode never starves);
-  2. the rest of the per-step token budget goes to slots still reading their
-     prompt, in rotating order, so one long prompt cannot monopolise steps;
-  3. at most one image is put into KV per step (its own decode call), also in
-     rotating order.
+a model. Policy (as llama.cpp's server and vLLM's chunked prefill, plus vLLM's
+encoder scheduling):
+  1. every generating slot gets its next token every step, however many there are
+     (the loop splits them into llama_decode calls of at most ``budget`` tokens);
+  2. text prefill gets what is left of the budget, and never less than
+     ``prefill_floor(budget)``, so prompts make progress even when decode alone
+     fills the budget; shared in rotating order, so one long prompt cannot
+     monopolise steps;
+  3. images whose embeddings are ready go into KV in slices: at most
+     ``image_budget`` cells per step over all slots, in rotating order. Images
+     whose encoder output is not back yet are skipped: their slot waits, nobody
+     else does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,15 +26,16 @@ class PrefillNeed:
     """What a prefilling slot wants next."""
 
     slot: int
-    next_is_image: bool
-    text_run: int  # tokens until the next image or the prompt's end (0 if image next)
+    text_run: int = 0  # text tokens until the next image or the prompt's end (0: image next)
+    image_cells: int = 0  # cells of the next image not yet in KV (0: text next)
+    image_ready: bool = False  # that image's embeddings are here
 
 
 @dataclass(frozen=True)
 class StepPlan:
     decode: tuple[int, ...] = ()  # slots that decode their pending token
     prefill: tuple[tuple[int, int], ...] = ()  # (slot, n prompt tokens this step)
-    image_slot: int | None = None  # slot whose next image is processed this step
+    images: tuple[tuple[int, int], ...] = ()  # (slot, n image cells this step)
     next_rotation: int = 0
 
     @property
@@ -36,32 +43,40 @@ class StepPlan:
         return len(self.decode) + sum(n for _, n in self.prefill)
 
     @property
+    def n_image_cells(self) -> int:
+        return sum(n for _, n in self.images)
+
+    @property
     def empty(self) -> bool:
-        return not self.decode and not self.prefill and self.image_slot is None
+        return not self.decode and not self.prefill and not self.images
 
 
-@dataclass
-class _Budget:
-    left: int
-    taken: list[tuple[int, int]] = field(default_factory=list)
+def prefill_floor(budget: int) -> int:
+    """Text-prefill tokens a step carries even when decoding takes the whole budget."""
+    return max(1, budget // 8)
 
 
 def plan_step(decoding: Sequence[int], prefilling: Sequence[PrefillNeed], budget: int,
-              rotation: int = 0) -> StepPlan:
-    """Return the work for one step within ``budget`` tokens of one llama_decode."""
-    decode = tuple(decoding[:budget])
-    b = _Budget(budget - len(decode))
+              image_budget: int, rotation: int = 0) -> StepPlan:
+    """Return the work for one step: tokens for ``budget``-sized decodes, image cells
+    for one embedding decode of at most ``image_budget`` cells."""
+    decode = tuple(sorted(decoding))
     order = _rotate(sorted(prefilling, key=lambda p: p.slot), rotation)
-    image_slot = next((p.slot for p in order if p.next_is_image), None)
+    text_left = max(budget - len(decode), prefill_floor(budget))
+    image_left = image_budget
+    prefill: list[tuple[int, int]] = []
+    images: list[tuple[int, int]] = []
     for need in order:
-        if b.left <= 0:
-            break
-        if need.next_is_image or need.text_run <= 0:
-            continue
-        n = min(need.text_run, b.left)
-        b.taken.append((need.slot, n))
-        b.left -= n
-    return StepPlan(decode, tuple(b.taken), image_slot, rotation + 1)
+        if need.image_cells > 0:
+            if need.image_ready and image_left > 0:
+                n = min(need.image_cells, image_left)
+                images.append((need.slot, n))
+                image_left -= n
+        elif need.text_run > 0 and text_left > 0:
+            n = min(need.text_run, text_left)
+            prefill.append((need.slot, n))
+            text_left -= n
+    return StepPlan(decode, tuple(prefill), tuple(images), rotation + 1)
 
 
 def _rotate(items: list[PrefillNeed], k: int) -> list[PrefillNeed]:

@@ -7,16 +7,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from vlmserve.engine.backend import ImageChunk, SamplerHandle
 from vlmserve.engine.detokenize import IncrementalDetokenizer
-from vlmserve.engine.llamacpp.backend import ImageChunk
-from vlmserve.engine.llamacpp.sampler import Sampler
 from vlmserve.engine.prefix_cache import ImageUnit, Unit, cells_in
 from vlmserve.types import Request, TokenDelta
 
 
 class SlotState(enum.Enum):
     IDLE = "idle"  # free; its KV may still hold a reusable prefix
-    PREFILL = "prefill"  # reading the prompt into KV
+    PREFILL = "prefill"  # reading the prompt into KV (waits while its next image is encoded)
     DECODE = "decode"  # generating
 
 
@@ -29,9 +30,13 @@ class Job:
     t_submit: float
     units: list[Unit] = field(default_factory=list)  # the whole prompt
     images: dict[int, ImageChunk] = field(default_factory=dict)  # unit index -> chunk
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)  # unit index -> ready
+    encoding: set[int] = field(default_factory=set)  # unit indices at the vision stage
     cursor: int = 0  # next prompt unit to put into KV
     n_past: int = 0  # next position
-    sampler: Sampler | None = None
+    image_done: int = 0  # cells of the image at ``cursor`` already in KV (sliced prefill)
+    image_pos: np.ndarray | None = None  # that image's decoder positions, once started
+    sampler: SamplerHandle | None = None
     detok: IncrementalDetokenizer | None = None
     pending_token: int | None = None  # sampled, not yet decoded
     pending_ids: list[int] = field(default_factory=list)  # ids not yet sent in a delta
@@ -40,13 +45,10 @@ class Job:
     cached_tokens: int = 0
     image_encode_ms: float = 0.0
     image_cache_hits: int = 0
+    image_disk_hits: int = 0
     t_admit: float = 0.0
     t_first: float = 0.0
     t_prompt_done: float = 0.0
-
-    @property
-    def prompt_done(self) -> bool:
-        return self.cursor >= len(self.units)
 
     @property
     def prompt_cells(self) -> int:
@@ -65,13 +67,24 @@ class Job:
             n += 1
         return n
 
-    def free(self) -> None:
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    def free(self) -> dict[int, ImageChunk]:
+        """Free the sampler and the image chunks; return the chunks the vision stage still
+        holds (unit index -> chunk), which must be freed only when they come back."""
         if self.sampler is not None:
             self.sampler.free()
             self.sampler = None
-        for chunk in self.images.values():
-            chunk.free()
+        lent = {i: c for i, c in self.images.items() if i in self.encoding}
+        for i, chunk in self.images.items():
+            if i not in lent:
+                chunk.free()
         self.images.clear()
+        self.embeddings.clear()
+        self.image_pos = None
+        return lent
 
 
 @dataclass

@@ -19,6 +19,9 @@ class EngineCounters:
     prompt_tokens_processed: int = 0  # prompt tokens actually decoded (not reused)
     prefix_tokens_reused: int = 0  # prompt cells served from a slot's KV
     completion_tokens: int = 0
+    images_encoded: int = 0  # vision-encoder runs
+    image_disk_hits: int = 0  # embeddings read from the disk tier instead
+    image_slices: int = 0  # llama_decode calls that put image embeddings into KV
     steps: int = 0  # llama_decode calls for token batches
     batch_tokens: int = 0  # tokens over all those calls
     max_batch_tokens: int = 0

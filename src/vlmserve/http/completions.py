@@ -74,6 +74,8 @@ class CompletionJob:
             images=stats.images,
             image_tokens=stats.image_tokens,
             image_cache_hits=stats.image_cache_hits,
+            image_disk_hits=stats.image_disk_hits,
+            image_encode_ms=round(stats.image_encode_ms, 2),
             cached_tokens=stats.cached_tokens,
             dropped_turns=self.chat.dropped_turns,
             dropped_images=self.chat.dropped_images,

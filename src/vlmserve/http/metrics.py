@@ -158,8 +158,26 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("vlmserve_image_cache_hits",
                                   "Images whose embeddings came from the cache",
                                   value=cache.hits)
-        yield CounterMetricFamily("vlmserve_image_cache_misses", "Images encoded",
+        yield CounterMetricFamily("vlmserve_image_cache_misses",
+                                  "Images not in the RAM cache (read from disk or encoded)",
                                   value=cache.misses)
+        yield CounterMetricFamily("vlmserve_image_disk_hits",
+                                  "Images whose embeddings came from the disk cache tier",
+                                  value=c.image_disk_hits)
+        yield CounterMetricFamily("vlmserve_images_encoded", "Vision-encoder runs",
+                                  value=c.images_encoded)
+        yield CounterMetricFamily("vlmserve_image_slices",
+                                  "Decode calls putting image embeddings into KV",
+                                  value=c.image_slices)
+        if snap.disk_cache is not None:
+            disk = snap.disk_cache
+            yield GaugeMetricFamily("vlmserve_image_disk_cache_bytes",
+                                    "Bytes of embeddings in the disk tier", value=disk.bytes)
+            yield GaugeMetricFamily("vlmserve_image_disk_cache_entries",
+                                    "Images in the disk tier", value=disk.entries)
+            yield CounterMetricFamily("vlmserve_image_disk_cache_corrupt_removed",
+                                      "Disk entries found damaged and removed (never served)",
+                                      value=disk.corrupt_removed)
         yield CounterMetricFamily("vlmserve_image_cache_evictions",
                                   "Embeddings evicted from the cache", value=cache.evictions)
         yield GaugeMetricFamily("vlmserve_image_cache_bytes", "Bytes of cached embeddings",

@@ -153,7 +153,9 @@ class VlmserveExtension(BaseModel):
     total_ms: float
     images: int
     image_tokens: int
-    image_cache_hits: int
+    image_cache_hits: int = Field(description="images whose embeddings were in RAM")
+    image_disk_hits: int = Field(0, description="images read from the disk cache tier")
+    image_encode_ms: float = Field(0.0, description="vision-encoder time for this request")
     cached_tokens: int
     dropped_turns: int = Field(description="oldest turns left out by the sliding window")
     dropped_images: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,33 +19,18 @@ import numpy as np
 from llama_cpp import mtmd_cpp
 
 from vlmserve.config import EngineConfig
+from vlmserve.engine.backend import (
+    BackendInfo,
+    BatchToken,
+    EmbdSlice,
+    ImageChunk,
+    PromptChunk,
+    TextChunk,
+)
 from vlmserve.engine.llamacpp.logs import LogCapture
 from vlmserve.engine.llamacpp.sampler import Sampler
 from vlmserve.errors import EngineError, ModelLoadError, RequestError
 from vlmserve.types import PreparedImage, Prompt, SamplingParams
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """Facts about the loaded model that the layers above need."""
-
-    model_path: Path
-    mmproj_path: Path | None
-    model_name: str
-    n_vocab: int
-    n_embd: int
-    n_ctx_per_slot: int
-    n_parallel: int
-    n_batch: int
-    threads: int
-    chat_template: str | None
-    model_size_bytes: int
-    n_params: int
-    mmproj_id: str  # identity of the vision encoder, part of image-cache keys
-    vision: bool
-    uses_mrope: bool
-    gpu_offload: bool
-    system_info: str
 
 
 @dataclass(frozen=True)
@@ -90,40 +76,38 @@ def _parse_memory_lines(lines: list[str]) -> dict[str, int]:
     return out
 
 
-@dataclass(frozen=True)
-class TextChunk:
-    """Prompt tokens decoded one per KV cell, one position each."""
+class LlamaImageChunk:
+    """One image in a tokenized prompt (an ``ImageChunk``): owns a copy of the mtmd chunk.
 
-    tokens: tuple[int, ...]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def n_pos(self) -> int:
-        return len(self.tokens)
-
-
-class ImageChunk:
-    """One image in a tokenized prompt: ``n_tokens`` KV cells, ``n_pos`` positions.
-
-    With Qwen3-VL's M-RoPE an image occupies many cells but advances the
-    position by only max(grid_w, grid_h). Owns a copy of the mtmd chunk; call
-    ``free()`` when the request no longer needs it.
+    ``free()`` it when no one needs it any more; the engine makes sure that is never
+    while the encoder thread still works on it.
     """
 
-    def __init__(self, handle: int, key: str, n_tokens: int, n_pos: int) -> None:
+    def __init__(self, handle: int, key: str, n_tokens: int, n_pos: int, mrope: bool) -> None:
         self._handle = handle
         self.key = key  # content hash + mmproj id: the image-cache key
         self.n_tokens = n_tokens
         self.n_pos = n_pos
+        self._mrope = mrope
 
     @property
     def handle(self) -> int:
         if not self._handle:
             raise EngineError("image chunk used after free")
         return self._handle
+
+    def positions(self, n_past: int) -> np.ndarray:
+        """mtmd's own decoder positions, in the section order its helper puts in a batch
+        (t, y, x, z for M-RoPE), so a slice of the image gets exactly the positions the
+        one-call helper would give it."""
+        if not self._mrope:
+            return (n_past + np.arange(self.n_tokens, dtype=np.int32)).reshape(-1, 1)
+        out = (mtmd_cpp.mtmd_decoder_pos * self.n_tokens)()
+        tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_image(self.handle)
+        mtmd_cpp.mtmd_helper_image_get_decoder_pos(tokens, n_past, out)
+        txyz = np.ctypeslib.as_array(ctypes.cast(out, ctypes.POINTER(ctypes.c_uint32)),
+                                     shape=(self.n_tokens, 4))
+        return np.ascontiguousarray(txyz[:, [0, 2, 1, 3]], dtype=np.int32)
 
     def free(self) -> None:
         if self._handle:
@@ -132,19 +116,6 @@ class ImageChunk:
 
     def __del__(self) -> None:
         self.free()
-
-
-PromptChunk = TextChunk | ImageChunk
-
-
-@dataclass
-class BatchToken:
-    """One token of a ``decode`` call."""
-
-    seq_id: int
-    token: int
-    pos: int
-    logits: bool
 
 
 def gpu_offload_supported() -> bool:
@@ -158,7 +129,11 @@ def _file_identity(path: Path) -> str:
 
 
 class LlamaBackend:
-    """Owns the llama model, context, mtmd context and a reusable batch."""
+    """Owns the llama model, context, mtmd context and a reusable batch.
+
+    Implements both ``DecodeBackend`` (engine thread) and ``VisionBackend`` (the vision
+    stage's threads); see ``vlmserve.engine.backend`` for which thread calls what.
+    """
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -209,7 +184,7 @@ class LlamaBackend:
         if cfg.mmproj_path is not None:
             tparams = mtmd_cpp.mtmd_context_params_default()
             tparams.use_gpu = mparams.n_gpu_layers > 0 and llama_cpp.llama_supports_gpu_offload()
-            tparams.n_threads = cfg.threads
+            tparams.n_threads = cfg.threads_vision
             tparams.print_timings = False
             # Warm-up only reserves the graph of a 1472px image (it encodes nothing): the
             # vision compute buffer is then allocated at the first image, sized for it.
@@ -227,6 +202,8 @@ class LlamaBackend:
             if not mtmd_cpp.mtmd_support_vision(self._mtmd):
                 raise ModelLoadError(f"{cfg.mmproj_path} has no vision encoder")
             self._marker = mtmd_cpp.mtmd_default_marker().decode()
+            self._mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(self._mtmd))
+        self._n_embd_inp = llama_cpp.llama_model_n_embd_inp(self._model)
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
         self.info = self._describe()
         self._memory = self._loaded_memory()
@@ -266,12 +243,12 @@ class LlamaBackend:
             n_parallel=cfg.n_parallel,
             n_batch=cfg.n_batch,
             threads=cfg.threads,
+            threads_vision=cfg.threads_vision if self._mtmd is not None else 0,
             chat_template=tmpl.decode("utf-8") if tmpl else None,
             model_size_bytes=llama_cpp.llama_model_size(self._model),
             n_params=llama_cpp.llama_model_n_params(self._model),
             mmproj_id=_file_identity(cfg.mmproj_path) if cfg.mmproj_path else "",
             vision=self._mtmd is not None,
-            uses_mrope=bool(self._mtmd and mtmd_cpp.mtmd_decode_use_mrope(self._mtmd)),
             gpu_offload=gpu_offload_supported(),
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace"),
         )
@@ -366,45 +343,63 @@ class LlamaBackend:
                 out.append(TextChunk(tuple(ptr[j] for j in range(n.value))))
             elif kind == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 key = (mtmd_cpp.mtmd_input_chunk_get_id(c) or b"").decode()
-                out.append(ImageChunk(mtmd_cpp.mtmd_input_chunk_copy(c), key,
-                                      mtmd_cpp.mtmd_input_chunk_get_n_tokens(c),
-                                      mtmd_cpp.mtmd_input_chunk_get_n_pos(c)))
+                out.append(LlamaImageChunk(mtmd_cpp.mtmd_input_chunk_copy(c), key,
+                                           mtmd_cpp.mtmd_input_chunk_get_n_tokens(c),
+                                           mtmd_cpp.mtmd_input_chunk_get_n_pos(c), self._mrope))
             else:
                 raise RequestError("audio input is not supported")
         return out
 
-    # ---- images --------------------------------------------------------------------
-    def encode_image(self, chunk: ImageChunk) -> np.ndarray:
-        """Run the vision encoder; return a copy of its output embeddings (float32).
+    # ---- images (the vision stage's encoder thread) ---------------------------------
+    def encode_images(self, chunks: Sequence[ImageChunk]) -> list[np.ndarray]:
+        """Run the vision encoder; return a copy of each image's embeddings (float32,
+        ``(n_tokens, n_embd * (1 + deepstack layers))``), in order.
 
-        Shape: (n_tokens, n_embd * (1 + deepstack layers)); fed back later by
-        ``decode_image`` (also after an image-cache hit).
+        Images go one encoder pass each: the vendored clip graph for Qwen3-VL does not
+        support ``mtmd_batch`` (``mtmd_batch_add_chunk`` refuses a second image), so
+        several waiting images cannot share a pass; see docs/architecture.md.
         """
-        self._logs.clear()
-        rc = mtmd_cpp.mtmd_encode_chunk(self._mtmd, chunk.handle)
+        return [self._encode_one(c) for c in chunks]
+
+    def _encode_one(self, chunk: ImageChunk) -> np.ndarray:
+        rc = mtmd_cpp.mtmd_encode_chunk(self._mtmd, chunk.handle)  # a LlamaImageChunk
         if rc != 0:
             raise EngineError(f"image encoding failed ({rc}): {self._logs.last_error() or ''}")
         ptr = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
-        n_embd_inp = llama_cpp.llama_model_n_embd_inp(self._model)
-        flat = np.ctypeslib.as_array(ptr, shape=(chunk.n_tokens * n_embd_inp,))
-        return flat.reshape(chunk.n_tokens, n_embd_inp).copy()
+        flat = np.ctypeslib.as_array(ptr, shape=(chunk.n_tokens * self._n_embd_inp,))
+        return flat.reshape(chunk.n_tokens, self._n_embd_inp).copy()
 
-    def decode_image(self, seq_id: int, chunk: ImageChunk, embd: np.ndarray, n_past: int) -> int:
-        """Put an encoded image into ``seq_id``'s KV at ``n_past``; return the next position."""
-        embd = np.ascontiguousarray(embd, dtype=np.float32)
-        new_n_past = llama_cpp.llama_pos(0)
-        rc = mtmd_cpp.mtmd_helper_decode_image_chunk(
-            self._mtmd, self._ctx, chunk.handle,
-            embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            n_past, seq_id, self.config.n_batch, ctypes.byref(new_n_past),
-            mtmd_cpp.mtmd_helper_post_decode_callback(), None)
+    def decode_embeddings(self, slices: Sequence[EmbdSlice]) -> None:
+        """One ``llama_decode`` over image embeddings of one or more sequences.
+
+        Builds a legacy ``llama_batch`` over numpy arrays: embeddings row-major, M-RoPE
+        positions section-major (``pos[j * n + i]``), as mtmd's helper lays them out.
+        """
+        embd = np.ascontiguousarray(np.concatenate([s.embd for s in slices]), dtype=np.float32)
+        n = len(embd)
+        if n > self.config.n_batch:
+            raise EngineError("embedding batch larger than n_batch")
+        pos = np.ascontiguousarray(np.concatenate([s.pos for s in slices]).T, dtype=np.int32)
+        seq = np.concatenate([np.full(s.n_cells, s.seq_id, dtype=np.int32) for s in slices])
+        n_seq = np.ones(n, dtype=np.int32)
+        seq_ptrs = (ctypes.POINTER(llama_cpp.llama_seq_id) * n)(
+            *[ctypes.cast(seq.ctypes.data + 4 * i, ctypes.POINTER(llama_cpp.llama_seq_id))
+              for i in range(n)])
+        logits = np.zeros(n, dtype=np.int8)
+        batch = llama_cpp.llama_batch(
+            n_tokens=n, token=None,
+            embd=embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            pos=pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
+            n_seq_id=n_seq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(seq_ptrs, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))),
+            logits=logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)))
+        rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise EngineError(f"decoding image embeddings failed ({rc}): "
                               f"{self._logs.last_error() or ''}")
-        return new_n_past.value
 
     # ---- decoding ------------------------------------------------------------------
-    def decode(self, tokens: list[BatchToken]) -> None:
+    def decode(self, tokens: Sequence[BatchToken]) -> None:
         """One ``llama_decode`` over tokens of several sequences (at most n_batch)."""
         b = self._batch
         if len(tokens) > self.config.n_batch:
@@ -425,11 +420,6 @@ class LlamaBackend:
 
     def sample(self, sampler: Sampler, batch_index: int) -> int:
         return sampler.sample(self._ctx, batch_index)
-
-    def logits(self, batch_index: int) -> np.ndarray:
-        """A copy of the logits at ``batch_index`` of the last decode (for tests/diagnostics)."""
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     # ---- KV memory -----------------------------------------------------------------
     def seq_truncate(self, seq_id: int, pos: int) -> bool:
