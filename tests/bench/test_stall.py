@@ -86,7 +86,7 @@ def check_document(doc: dict, mode: str) -> None:
         assert all(0 < t <= total for t, total in zip(n["ttft_ms"], n["total_ms"], strict=True))
         assert n["streamed_tokens"] == [NEWCOMER_TOKENS] * NEWCOMERS
         assert n["completion_tokens"] == [NEWCOMER_TOKENS] * NEWCOMERS
-        assert n["finish_reasons"] == ["length"] * NEWCOMERS
+        assert n["finish_reasons"] == ["length"] * NEWCOMERS and n["without_tokens"] == 0
         assert 0 <= n["start_spread_ms"] < r["burst_wall_ms"]
         assert 0 < r["first_tokens_wall_ms"] <= r["burst_wall_ms"]
         assert max(n["ttft_ms"]) <= r["first_tokens_wall_ms"] + n["start_spread_ms"] + 1
@@ -96,8 +96,9 @@ def check_document(doc: dict, mode: str) -> None:
         assert len(r["load_average"]["start"]) == 3
     summary = doc["results"]["summary"]
     assert summary["stream_outlasted_burst"] is True
+    assert summary["newcomers_without_tokens"] == 0
     for key, value in summary.items():
-        if key == "stream_outlasted_burst":
+        if key in ("stream_outlasted_burst", "newcomers_without_tokens"):
             continue
         assert value is not None and value["n"] == RUNS, key
         assert 0 <= value["min"] <= value["median"] <= value["max"], key

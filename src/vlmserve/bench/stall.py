@@ -121,10 +121,13 @@ def run_figures(stream: StreamRecord, newcomers: list[StreamRecord], t_burst: fl
                 load_start: list[float], load_end: list[float]) -> dict[str, Any]:
     """Everything one run reports, from arrival times alone."""
     times = token_times(stream.arrivals)
-    firsts = [n.t_first for n in newcomers]
-    if any(t is None for t in firsts):
-        raise BenchError("a newcomer finished without streaming a token")
-    t_first_all = max(firsts)  # type: ignore[type-var]
+    silent = [n for n in newcomers if n.t_first is None]
+    if any(n.finish_reason is None for n in silent):
+        raise BenchError("a newcomer's stream ended without a token or a finish reason")
+    # A newcomer whose answer streamed no text (its first token was end-of-turn, or its
+    # bytes never formed a character) got its answer when its stream ended.
+    firsts = [n.t_end if n.t_first is None else n.t_first for n in newcomers]
+    t_first_all = max(firsts)
     t_done = max(n.t_end for n in newcomers)
     before = [t for t in times if t <= t_burst]
     steady = before[min(5, max(0, len(before) - 2)):]  # skip the first few (prefill jitter)
@@ -153,6 +156,7 @@ def run_figures(stream: StreamRecord, newcomers: list[StreamRecord], t_burst: fl
             "streamed_tokens": newcomer_tokens,
             "completion_tokens": [n.completion_tokens for n in newcomers],
             "finish_reasons": [n.finish_reason for n in newcomers],
+            "without_tokens": len(silent),
         },
         "burst_wall_ms": _ms(wall),
         "first_tokens_wall_ms": _ms(t_first_all - t_burst),
@@ -182,6 +186,7 @@ def summary_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "first_tokens_wall_ms": over(lambda r: r["first_tokens_wall_ms"]),
         "aggregate_tok_s": over(lambda r: r["aggregate_tok_s"]),
         "stream_outlasted_burst": all(r["stream"]["outlasted_burst"] for r in runs),
+        "newcomers_without_tokens": sum(r["newcomers"]["without_tokens"] for r in runs),
     }
 
 
@@ -325,6 +330,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         else:
             lines.append(f"| {label} ({unit}) | {v['median']:.1f} | {v['min']:.1f} | "
                          f"{v['max']:.1f} |")
+    if s.get("newcomers_without_tokens"):
+        lines += ["", f"Note: {s['newcomers_without_tokens']} newcomer answer(s) streamed no "
+                  "text (end-of-turn first): their TTFT is their stream's end."]
     if not s.get("stream_outlasted_burst"):
         lines += ["", "Warning: the stream ended before a burst did (raise --stream-tokens); "
                   "its gaps cover only the part it was running."]
