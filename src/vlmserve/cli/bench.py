@@ -7,6 +7,7 @@ Examples::
         --baseline llama-cpp-python --json results.json
     vlmserve bench --url http://127.0.0.1:8000 --runs 5
     vlmserve bench --demo small --quant-table --markdown
+    vlmserve bench --scenario stall --demo small --newcomers 3 --threads 1 --threads-vision 1
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--json", metavar="OUT", help="write every figure as JSON to OUT ('-': stdout)")
     o.add_argument("--markdown", action="store_true", help="print markdown tables")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from vlmserve.bench.stall_run import add_stall_args
+
+    add_stall_args(p)
     p.set_defaults(func=run)
 
 
@@ -116,6 +120,10 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "stall":
+        from vlmserve.bench.stall_run import run_cli
+
+        return run_cli(args)
     from vlmserve.bench.phase_bar import PhaseBar
     from vlmserve.bench.report import render_markdown, render_text
     from vlmserve.bench.suite import run as run_suite
