@@ -133,7 +133,10 @@ def run_figures(stream: StreamRecord, newcomers: list[StreamRecord], t_burst: fl
     steady = before[min(5, max(0, len(before) - 2)):]  # skip the first few (prefill jitter)
     wall = t_done - t_burst
     stream_in_burst = sum(1 for t in times if t_burst <= t <= t_done)
-    newcomer_tokens = [n.streamed_tokens for n in newcomers]
+    # The server's own count where it gives one: over HTTP a chunk can carry two tokens
+    # (a character whose bytes span them), so chunks undercount.
+    newcomer_tokens = [n.streamed_tokens if n.completion_tokens is None else n.completion_tokens
+                       for n in newcomers]
     return {
         "stream": {
             "tokens_before_burst": len(before),
@@ -153,7 +156,7 @@ def run_figures(stream: StreamRecord, newcomers: list[StreamRecord], t_burst: fl
             "total_ms": [_ms(n.t_end - n.t_start) for n in newcomers],
             "start_spread_ms": _ms(max(n.t_start for n in newcomers)
                                    - min(n.t_start for n in newcomers)),
-            "streamed_tokens": newcomer_tokens,
+            "streamed_tokens": [n.streamed_tokens for n in newcomers],
             "completion_tokens": [n.completion_tokens for n in newcomers],
             "finish_reasons": [n.finish_reason for n in newcomers],
             "without_tokens": len(silent),
