@@ -50,6 +50,14 @@ def test_ready_images_go_in_slices_within_the_image_budget():
     assert later.n_image_cells == 15
 
 
+def test_the_oldest_request_s_image_goes_first_whatever_the_rotation():
+    needs = [PrefillNeed(1, image_cells=100, image_ready=True, arrival=2.0),
+             PrefillNeed(2, image_cells=100, image_ready=True, arrival=1.0)]
+    for rotation in (0, 1):
+        plan = plan_step([0], needs, budget=64, image_budget=64, rotation=rotation)
+        assert plan.images == ((2, 64),)
+
+
 def test_images_still_encoding_are_skipped_without_holding_up_others():
     plan = plan_step([0], [image(1, 576, ready=False), text(2, 3)], budget=64,
                      image_budget=16)

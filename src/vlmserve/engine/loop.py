@@ -163,7 +163,7 @@ class EngineLoop:
         unit = job.units[job.cursor]
         if isinstance(unit, ImageUnit):
             return PrefillNeed(slot.index, image_cells=unit.n_tokens - job.image_done,
-                               image_ready=job.cursor in job.embeddings)
+                               image_ready=job.cursor in job.embeddings, arrival=job.t_submit)
         return PrefillNeed(slot.index, text_run=job.text_run())
 
     def _drain_inbox(self, block: bool) -> None:

@@ -10,9 +10,11 @@ encoder scheduling):
      fills the budget; shared in rotating order, so one long prompt cannot
      monopolise steps;
   3. images whose embeddings are ready go into KV in slices: at most
-     ``image_budget`` cells per step over all slots, in rotating order. Images
-     whose encoder output is not back yet are skipped: their slot waits, nobody
-     else does.
+     ``image_budget`` cells per step over all slots, oldest request first (one
+     newcomer's picture is finished before the next one's starts, so the first
+     of them answers soonest; round-robin would delay them all). Images whose
+     encoder output is not back yet are skipped: their slot waits, nobody else
+     does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PrefillNeed:
     text_run: int = 0  # text tokens until the next image or the prompt's end (0: image next)
     image_cells: int = 0  # cells of the next image not yet in KV (0: text next)
     image_ready: bool = False  # that image's embeddings are here
+    arrival: float = 0.0  # when the request came (older images go in first)
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,17 @@ def plan_step(decoding: Sequence[int], prefilling: Sequence[PrefillNeed], budget
     text_left = max(budget - len(decode), prefill_floor(budget))
     image_left = image_budget
     prefill: list[tuple[int, int]] = []
-    images: list[tuple[int, int]] = []
     for need in order:
-        if need.image_cells > 0:
-            if need.image_ready and image_left > 0:
-                n = min(need.image_cells, image_left)
-                images.append((need.slot, n))
-                image_left -= n
-        elif need.text_run > 0 and text_left > 0:
+        if need.image_cells == 0 and need.text_run > 0 and text_left > 0:
             n = min(need.text_run, text_left)
             prefill.append((need.slot, n))
             text_left -= n
+    images: list[tuple[int, int]] = []
+    for need in sorted(prefilling, key=lambda p: (p.arrival, p.slot)):
+        if need.image_cells > 0 and need.image_ready and image_left > 0:
+            n = min(need.image_cells, image_left)
+            images.append((need.slot, n))
+            image_left -= n
     return StepPlan(decode, tuple(prefill), tuple(images), rotation + 1)
 
 
