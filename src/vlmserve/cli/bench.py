@@ -120,6 +120,10 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "restart":
+        from vlmserve.bench.restart import run_cli as run_restart
+
+        return run_restart(args)
     if args.scenario == "stall":
         from vlmserve.bench.stall_run import run_cli
 
