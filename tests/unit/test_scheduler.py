@@ -14,16 +14,27 @@ def image(slot: int, cells: int, ready: bool = True) -> PrefillNeed:
 
 
 def test_every_generating_slot_decodes_and_prefill_gets_the_rest_in_slot_order():
-    plan = plan_step([1, 0], [text(2, 1000), text(3, 5)], budget=64, image_budget=16)
+    plan = plan_step([1, 0], [text(2, 1000), text(3, 5)], budget=64, image_budget=64)
     assert plan.decode == (0, 1)
     assert plan.prefill == ((2, 62),)
     assert plan.n_tokens == 64
 
 
 def test_short_prompts_share_the_budget_with_long_ones():
-    plan = plan_step([0, 1], [text(3, 5), text(2, 1000)], budget=64, image_budget=16,
+    plan = plan_step([0, 1], [text(3, 5), text(2, 1000)], budget=64, image_budget=64,
                      rotation=1)  # rotation 1 of [2, 3] starts at slot 3
     assert plan.prefill == ((3, 5), (2, 57))
+
+
+def test_while_anyone_decodes_text_and_image_cells_share_the_slice():
+    needs = [text(1, 1000), image(2, 576)]
+    plan = plan_step([0], needs, budget=512, image_budget=64)
+    assert plan.prefill == ((1, 64),) and plan.images == ()
+    plan = plan_step([0], [text(1, 10), image(2, 576)], budget=512, image_budget=64)
+    assert plan.prefill == ((1, 10),) and plan.images == ((2, 54),)
+    # nobody decoding: the whole budget for text, a whole batch for images
+    plan = plan_step([], needs, budget=512, image_budget=512)
+    assert plan.prefill == ((1, 512),) and plan.images == ((2, 512),)
 
 
 def test_all_slots_decode_even_past_the_budget_and_prefill_still_moves():
@@ -43,7 +54,7 @@ def test_rotation_alternates_between_long_prompts():
 def test_ready_images_go_in_slices_within_the_image_budget():
     plan = plan_step([0], [image(1, 576), image(2, 10), text(3, 7)], budget=64,
                      image_budget=16)
-    assert plan.images == ((1, 16),)
+    assert plan.images == ((1, 9),)  # 16 less the 7 text tokens beside them
     assert plan.prefill == ((3, 7),) and plan.decode == (0,)
     later = plan_step([0], [image(1, 5), image(2, 10)], budget=64, image_budget=16)
     assert later.images == ((1, 5), (2, 10))

@@ -8,7 +8,9 @@ encoder scheduling):
   2. text prefill gets what is left of the budget, and never less than
      ``prefill_floor(budget)``, so prompts make progress even when decode alone
      fills the budget; shared in rotating order, so one long prompt cannot
-     monopolise steps;
+     monopolise steps. While anyone decodes, text prefill and image cells
+     together stay within ``image_budget``: a prompt's text costs the step as
+     much as an image's cells do, and the step's length is the streams' gap;
   3. images whose embeddings are ready go into KV in slices: at most
      ``image_budget`` cells per step over all slots, oldest request first (one
      newcomer's picture is finished before the next one's starts, so the first
@@ -66,13 +68,15 @@ def plan_step(decoding: Sequence[int], prefilling: Sequence[PrefillNeed], budget
     decode = tuple(sorted(decoding))
     order = _rotate(sorted(prefilling, key=lambda p: p.slot), rotation)
     text_left = max(budget - len(decode), prefill_floor(budget))
-    image_left = image_budget
+    if decode:
+        text_left = min(text_left, max(image_budget, prefill_floor(budget)))
     prefill: list[tuple[int, int]] = []
     for need in order:
         if need.image_cells == 0 and need.text_run > 0 and text_left > 0:
             n = min(need.text_run, text_left)
             prefill.append((need.slot, n))
             text_left -= n
+    image_left = image_budget - sum(n for _, n in prefill) if decode else image_budget
     images: list[tuple[int, int]] = []
     for need in sorted(prefilling, key=lambda p: (p.arrival, p.slot)):
         if need.image_cells > 0 and need.image_ready and image_left > 0:
