@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the concurrency levels")
     e = p.add_argument_group("engine")
     e.add_argument("--threads", type=int, default=0,
-                   help="llama.cpp threads (default: all cores up to 4, else half)")
+                   help="text-model threads (default: half the cores above 4; on smaller machines every core, less one for the vision encoder)")
     e.add_argument("--ctx-size", type=int, default=0,
                    help="KV cells per slot (default: just enough for the workload)")
     e.add_argument("--n-gpu-layers", type=int, default=-1,
