@@ -72,7 +72,7 @@ class FakeBackend:
         self.decode_s = decode_s  # time one forward pass takes (so streams overlap)
         self.info = BackendInfo(
             model_path=Path("fake.gguf"), mmproj_path=Path("fake-mmproj.gguf"),
-            model_name="fake", n_vocab=VOCAB, n_embd=4, n_ctx_per_slot=n_ctx_per_slot,
+            model_name="fake", n_ctx_per_slot=n_ctx_per_slot,
             n_parallel=n_parallel, n_batch=n_batch, threads=1, chat_template=None,
             model_size_bytes=0, n_params=0, mmproj_id="fake", vision=True,
             gpu_offload=False, system_info="fake", threads_vision=1)

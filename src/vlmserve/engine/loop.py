@@ -431,7 +431,8 @@ class EngineLoop:
     def _abort(self, request_id: str) -> None:
         job = self._preparing.pop(request_id, None)
         if job is not None:  # its chunks are freed when they arrive (_on_prepared)
-            self._preparing_aborted(job)
+            self._dequeued()
+            self._end_unstarted(job, FinishReason.ABORT)
             return
         for job in list(self._waiting):
             if job.request_id == request_id:
@@ -441,12 +442,6 @@ class EngineLoop:
         for slot in self.slots:
             if slot.job is not None and slot.job.request_id == request_id:
                 self._finish(slot, FinishReason.ABORT)
-
-    def _preparing_aborted(self, job: Job) -> None:
-        self._dequeued()
-        self.counters.finished[FinishReason.ABORT] += 1
-        job.emit(TokenDelta(job.request_id, finish_reason=FinishReason.ABORT,
-                            stats=RequestStats()))
 
     def _release(self, job: Job) -> None:
         """Unpin the job's cached images and free what it owns; chunks still at the
@@ -463,7 +458,9 @@ class EngineLoop:
 
     def _end_unstarted(self, job: Job, reason: FinishReason,
                        error: VlmserveError | None = None) -> None:
-        """End a job that never had a slot (failed while preparing or waiting, or aborted)."""
+        """End a job that never had a slot (failed or aborted while preparing or waiting).
+
+        A job still at the prepare thread owns nothing yet, so releasing it is a no-op."""
         self._release(job)
         self.counters.finished[reason] += 1
         job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
@@ -522,10 +519,8 @@ class EngineLoop:
         while self._waiting:
             self._dequeued()
             self._end_unstarted(self._waiting.popleft(), reason, error)
-        for job in list(self._preparing.values()):
+        for job in self._preparing.values():
             self._dequeued()
-            self.counters.finished[reason] += 1
-            job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
-                                error=error))
+            self._end_unstarted(job, reason, error)
         self._preparing.clear()
 
