@@ -30,7 +30,7 @@ def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveErr
     if delta.finish_reason is FinishReason.ABORT:
         message = delta.error.message if delta.error is not None else None
         return RequestAbortedError(message or abort_reason or "the request was stopped")
-    return delta.error or EngineError("the request was stopped")
+    return delta.error if delta.error is not None else EngineError("the request was stopped")
 
 
 class InFlight:
