@@ -11,7 +11,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
-from vlmserve.errors import RequestError
+from vlmserve.errors import RequestError, VlmserveError
 
 
 class FinishReason(str, enum.Enum):
@@ -159,9 +159,9 @@ class TokenDelta:
 
     ``text`` holds whole UTF-8 characters only (a multi-byte character split
     across tokens is held back until complete). The last delta of a request has
-    ``finish_reason`` set and carries ``stats``; ``error`` is set when the
-    request failed, with ``error_status`` / ``error_code`` saying whose fault it is
-    (the HTTP status and OpenAI error type of the ``VlmserveError`` behind it).
+    ``finish_reason`` set and carries ``stats``; ``error`` is the ``VlmserveError``
+    that ended the request, when one did: it travels as itself, so each layer formats
+    it (HTTP reads its status and code, the CLI and batch its message).
     """
 
     request_id: str
@@ -169,9 +169,7 @@ class TokenDelta:
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
-    error: str | None = None
-    error_status: int = 0
-    error_code: str = ""
+    error: VlmserveError | None = None
 
     @property
     def finished(self) -> bool:

@@ -79,7 +79,7 @@ def test_prompt_too_long_for_a_slot_is_refused(engine):
     prompt = Prompt((*many, "<|im_start|>assistant\n"))
     deltas = list(engine.generate_sync(Request("long", prompt, SamplingParams(max_tokens=4))))
     assert deltas[-1].finish_reason is FinishReason.ERROR
-    assert "slot holds" in deltas[-1].error
+    assert "slot holds" in deltas[-1].error.message
     # the engine is still healthy afterwards
     _, end = run(engine, image_prompt(engine, "ok"), max_tokens=2, request_id="after")
     assert end.finish_reason is FinishReason.LENGTH

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmserve.engine.backend import BackendInfo, BatchToken, EmbdSlice, TextChunk
-from vlmserve.errors import EngineError
+from vlmserve.errors import EngineError, VlmserveError
 from vlmserve.types import PreparedImage, Prompt, SamplingParams
 
 VOCAB = 50
@@ -72,7 +72,7 @@ class FakeBackend:
         self.decode_s = decode_s  # time one forward pass takes (so streams overlap)
         self.info = BackendInfo(
             model_path=Path("fake.gguf"), mmproj_path=Path("fake-mmproj.gguf"),
-            model_name="fake", n_vocab=VOCAB, n_embd=4, n_ctx_per_slot=n_ctx_per_slot,
+            model_name="fake", n_ctx_per_slot=n_ctx_per_slot,
             n_parallel=n_parallel, n_batch=n_batch, threads=1, chat_template=None,
             model_size_bytes=0, n_params=0, mmproj_id="fake", vision=True,
             gpu_offload=False, system_info="fake", threads_vision=1)
@@ -80,6 +80,7 @@ class FakeBackend:
         self.chunks: list[FakeImageChunk] = []
         self.samplers: list[FakeSampler] = []
         self.fail_keys: set[str] = set()  # encoding these raises EngineError
+        self.fail_with: dict[str, VlmserveError] = {}  # encoding these raises that error
         self.gates: dict[str, threading.Event] = {}  # encoding these waits for the event
         self.encoding = threading.Event()  # set when an encode starts
         self.decode_gate: threading.Event | None = None  # decode waits for it when set
@@ -118,6 +119,8 @@ class FakeBackend:
                 gate.wait(30)
             if chunk.key in self.fail_keys:
                 raise EngineError("fake encoder failure")
+            if chunk.key in self.fail_with:
+                raise self.fail_with[chunk.key]
             seed = int(hashlib.sha256(chunk.key.encode()).hexdigest()[:8], 16)
             out.append(np.random.default_rng(seed).standard_normal(
                 (chunk.n_tokens, 4)).astype(np.float32))

@@ -15,10 +15,11 @@ import time
 import pytest
 from PIL import Image
 
-from tests.unit.fake_backend import FakeBackend
+from tests.unit.fake_backend import FakeBackend, FakeImageChunk
 from vlmserve.engine.image_cache import ImageCache
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.vision import VisionStage
+from vlmserve.errors import ImageTooLargeError, RequestError
 from vlmserve.images import prepare_image
 from vlmserve.types import FinishReason, Prompt, Request, SamplingParams, TokenDelta
 
@@ -182,9 +183,36 @@ def test_an_encoder_failure_fails_only_its_own_request(harnesses):
     _, bad_end = h.result("bad")
     good_ids, good_end = h.result("good")
     assert bad_end.finish_reason is FinishReason.ERROR
-    assert bad_end.error == "fake encoder failure" and bad_end.error_status == 500
+    assert bad_end.error.message == "fake encoder failure" and bad_end.error.http_status == 500
     assert good_end.finish_reason is FinishReason.LENGTH
     assert good_ids == alone(good)
+    assert h.loop.busy_slots == 0
+
+
+def test_an_error_raised_while_an_image_is_put_in_keeps_its_own_status(harnesses, monkeypatch):
+    """The engine hands the VlmserveError itself to the end of the stream (not a 500)."""
+    backend = FakeBackend(n_parallel=2)
+    h = harnesses(backend)
+    at_encode, at_slice = image_prompt(seed=7), image_prompt(seed=8)
+    too_large = ImageTooLargeError("fake: this picture is too large for the encoder")
+    backend.fail_with[at_encode.images[0].content_hash] = too_large
+    refused = RequestError("fake: these positions are refused")
+    real_positions = FakeImageChunk.positions
+
+    def positions(chunk: FakeImageChunk, n_past: int):
+        if chunk.key == at_slice.images[0].content_hash:
+            raise refused
+        return real_positions(chunk, n_past)
+
+    monkeypatch.setattr(FakeImageChunk, "positions", positions)
+    h.send("encode", at_encode)
+    h.send("slice", at_slice)
+    _, encode_end = h.result("encode")
+    _, slice_end = h.result("slice")
+    assert encode_end.finish_reason is FinishReason.ERROR and encode_end.error is too_large
+    assert encode_end.error.http_status == 413
+    assert slice_end.finish_reason is FinishReason.ERROR and slice_end.error is refused
+    assert slice_end.error.http_status == 400
     assert h.loop.busy_slots == 0
 
 

@@ -115,7 +115,7 @@ class BatchRunner:
             if end is None or end.finish_reason is FinishReason.ABORT:
                 return None  # stopped: no line, so a resume does it again
             return make_record(item, self._task, end.text, end.finish_reason.value, end.stats,
-                               end.error)
+                               end.error.message if end.error is not None else None)
         finally:
             with self._lock:
                 self._inflight.discard(request.request_id)

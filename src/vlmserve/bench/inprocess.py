@@ -54,8 +54,8 @@ class InProcessTarget:
         end = run_to_end(self.engine, request, timed)
         if end is None:  # pragma: no cover - generate_sync always ends with a finished delta
             raise BenchError("the engine stream ended without a final delta")
-        if end.error:
-            raise BenchError(f"the engine failed a benchmark request: {end.error}")
+        if end.error is not None:
+            raise BenchError(f"the engine failed a benchmark request: {end.error.message}")
         stats = end.stats
         t_first_text = token_times[0][0] if token_times else None
         streamed = sum(n for _, n in token_times)

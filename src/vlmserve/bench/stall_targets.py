@@ -78,8 +78,9 @@ class InProcessStallTarget:
                 if delta.token_ids:
                     record.arrivals.append((now, len(delta.token_ids)))
                 if delta.finished:
-                    if delta.error:
-                        raise BenchError(f"the engine failed a stall request: {delta.error}")
+                    if delta.error is not None:
+                        raise BenchError("the engine failed a stall request: "
+                                         f"{delta.error.message}")
                     record.finish_reason = delta.finish_reason.value
                     if delta.stats is not None:
                         record.completion_tokens = delta.stats.completion_tokens

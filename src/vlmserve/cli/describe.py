@@ -76,8 +76,8 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
     end = run_to_end(engine, request, show if out is not None else None)
     if end is None:
         raise VlmserveError("the engine stopped without finishing the request")
-    if end.error:
-        raise VlmserveError(end.error)
+    if end.error is not None:
+        raise end.error
     return Answer(end.text, end.finish_reason.value, end.stats)
 
 

@@ -30,8 +30,6 @@ class BackendInfo:
     model_path: Path
     mmproj_path: Path | None
     model_name: str
-    n_vocab: int
-    n_embd: int
     n_ctx_per_slot: int
     n_parallel: int
     n_batch: int
@@ -51,14 +49,6 @@ class TextChunk:
     """Prompt tokens decoded one per KV cell, one position each."""
 
     tokens: tuple[int, ...]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def n_pos(self) -> int:
-        return len(self.tokens)
 
 
 class ImageChunk(Protocol):

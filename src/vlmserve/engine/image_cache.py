@@ -66,10 +66,6 @@ class ImageCache:
             entry.refs -= 1
             self._evict()
 
-    def refs(self, key: str) -> int:
-        entry = self._entries.get(key)
-        return entry.refs if entry else 0
-
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 

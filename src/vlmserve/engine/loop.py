@@ -365,14 +365,25 @@ class EngineLoop:
             self.counters.prompt_tokens_processed += n
 
     def _run_image_slices(self, images: tuple[tuple[int, int], ...]) -> None:
-        """One llama_decode over the next slice of each planned image."""
+        """One llama_decode over the next slice of each planned image.
+
+        A ``VlmserveError`` on the way (the positions of a chunk, the decode) ends the
+        requests it concerns with that error, its own status included.
+        """
         slices: list[EmbdSlice] = []
         for idx, n in images:
             job = self.slots[idx].job
-            if job.image_pos is None:
-                job.image_pos = job.images[job.cursor].positions(job.n_past)
+            try:
+                if job.image_pos is None:
+                    job.image_pos = job.images[job.cursor].positions(job.n_past)
+            except VlmserveError as exc:
+                self._fail_slot(self.slots[idx], exc)
+                continue
             a, b = job.image_done, job.image_done + n
             slices.append(EmbdSlice(idx, job.embeddings[job.cursor][a:b], job.image_pos[a:b]))
+        images = tuple((idx, n) for idx, n in images if self.slots[idx].job is not None)
+        if not images:
+            return
         try:
             self.backend.decode_embeddings(slices)
         except VlmserveError as exc:
@@ -420,7 +431,8 @@ class EngineLoop:
     def _abort(self, request_id: str) -> None:
         job = self._preparing.pop(request_id, None)
         if job is not None:  # its chunks are freed when they arrive (_on_prepared)
-            self._preparing_aborted(job)
+            self._dequeued()
+            self._end_unstarted(job, FinishReason.ABORT)
             return
         for job in list(self._waiting):
             if job.request_id == request_id:
@@ -430,12 +442,6 @@ class EngineLoop:
         for slot in self.slots:
             if slot.job is not None and slot.job.request_id == request_id:
                 self._finish(slot, FinishReason.ABORT)
-
-    def _preparing_aborted(self, job: Job) -> None:
-        self._dequeued()
-        self.counters.finished[FinishReason.ABORT] += 1
-        job.emit(TokenDelta(job.request_id, finish_reason=FinishReason.ABORT,
-                            stats=RequestStats()))
 
     def _release(self, job: Job) -> None:
         """Unpin the job's cached images and free what it owns; chunks still at the
@@ -452,11 +458,13 @@ class EngineLoop:
 
     def _end_unstarted(self, job: Job, reason: FinishReason,
                        error: VlmserveError | None = None) -> None:
-        """End a job that never had a slot (failed while preparing or waiting, or aborted)."""
+        """End a job that never had a slot (failed or aborted while preparing or waiting).
+
+        A job still at the prepare thread owns nothing yet, so releasing it is a no-op."""
         self._release(job)
         self.counters.finished[reason] += 1
         job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
-                            **_error_fields(error)))
+                            error=error))
 
     def _finish(self, slot: Slot, reason: FinishReason,
                 error: VlmserveError | None = None) -> None:
@@ -482,7 +490,7 @@ class EngineLoop:
         slot.job, slot.state, slot.last_used = None, SlotState.IDLE, time.monotonic()
         self.counters.finished[reason] += 1
         job.emit(TokenDelta(job.request_id, tail, tuple(job.pending_ids),
-                            finish_reason=reason, stats=stats, **_error_fields(error)))
+                            finish_reason=reason, stats=stats, error=error))
 
     def _fail_slot(self, slot: Slot, error: VlmserveError) -> None:
         """A call failed for this slot: its KV is unknown, so clear it."""
@@ -511,16 +519,8 @@ class EngineLoop:
         while self._waiting:
             self._dequeued()
             self._end_unstarted(self._waiting.popleft(), reason, error)
-        for job in list(self._preparing.values()):
+        for job in self._preparing.values():
             self._dequeued()
-            self.counters.finished[reason] += 1
-            job.emit(TokenDelta(job.request_id, finish_reason=reason, stats=RequestStats(),
-                                **_error_fields(error)))
+            self._end_unstarted(job, reason, error)
         self._preparing.clear()
 
-
-def _error_fields(error: VlmserveError | None) -> dict:
-    """How a typed engine error travels on the last delta (status and code for HTTP)."""
-    if error is None:
-        return {}
-    return {"error": error.message, "error_status": error.http_status, "error_code": error.code}

@@ -3,7 +3,7 @@
 The CLI, batch work and the in-process benchmark all want the same thing from
 ``EngineClient.generate_sync``: every delta seen (to print, to time), the text
 joined, and the final delta read the same way (an ``ERROR`` end always carries a
-message). Each caller then decides what an error means for it: describe raises,
+``VlmserveError``). Each caller then decides what an error means for it: describe raises,
 batch writes it into the image's line, the benchmark stops.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vlmserve.engine.client import EngineClient
+from vlmserve.errors import EngineError, VlmserveError
 from vlmserve.types import FinishReason, Request, RequestStats, TokenDelta
 
 GENERIC_ENGINE_ERROR = "the engine failed the request"
@@ -26,7 +27,7 @@ class Finished:
     text: str
     finish_reason: FinishReason
     stats: RequestStats
-    error: str | None
+    error: VlmserveError | None
 
 
 def run_to_end(engine: EngineClient, request: Request,
@@ -47,7 +48,7 @@ def run_to_end(engine: EngineClient, request: Request,
             if delta.finished:
                 error = delta.error
                 if delta.finish_reason is FinishReason.ERROR and not error:
-                    error = GENERIC_ENGINE_ERROR
+                    error = EngineError(GENERIC_ENGINE_ERROR)
                 return Finished("".join(parts), delta.finish_reason, delta.stats, error)
             if should_stop is not None and should_stop():
                 return None

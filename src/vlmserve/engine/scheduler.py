@@ -44,14 +44,6 @@ class StepPlan:
     next_rotation: int = 0
 
     @property
-    def n_tokens(self) -> int:
-        return len(self.decode) + sum(n for _, n in self.prefill)
-
-    @property
-    def n_image_cells(self) -> int:
-        return sum(n for _, n in self.images)
-
-    @property
     def empty(self) -> bool:
         return not self.decode and not self.prefill and not self.images
 

@@ -22,18 +22,15 @@ from vlmserve.types import FinishReason, Request, TokenDelta
 def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveError:
     """The error to report for a delta that ended its request with ABORT or ERROR.
 
-    The engine says whose fault it was (``error_status`` / ``error_code``, from the
-    ``VlmserveError`` behind it): a refused request (empty prompt, prompt too long for a
-    slot, a grammar that does not parse) is the client's, 400; llama.cpp failing is 500.
+    The engine hands over the ``VlmserveError`` behind it, which says whose fault it
+    was: a refused request (empty prompt, prompt too long for a slot, a grammar that does
+    not parse) is the client's, 400; llama.cpp failing is 500. An ABORT is the server
+    stopping the request (shutting down), whatever the engine's reason.
     """
-    message = delta.error or abort_reason or "the request was stopped"
     if delta.finish_reason is FinishReason.ABORT:
-        return RequestAbortedError(message)  # stopped by the server (shutting down)
-    if not delta.error_status:
-        return EngineError(message)
-    error = VlmserveError(message)
-    error.http_status, error.code = delta.error_status, delta.error_code or error.code
-    return error
+        message = delta.error.message if delta.error is not None else None
+        return RequestAbortedError(message or abort_reason or "the request was stopped")
+    return delta.error if delta.error is not None else EngineError("the request was stopped")
 
 
 class InFlight:

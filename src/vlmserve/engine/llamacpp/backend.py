@@ -237,8 +237,6 @@ class LlamaBackend:
             model_path=cfg.model_path,
             mmproj_path=cfg.mmproj_path,
             model_name=name,
-            n_vocab=self.n_vocab,
-            n_embd=llama_cpp.llama_model_n_embd(self._model),
             n_ctx_per_slot=self.n_ctx_per_slot,
             n_parallel=cfg.n_parallel,
             n_batch=cfg.n_batch,

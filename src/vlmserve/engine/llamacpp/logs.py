@@ -8,6 +8,13 @@ and ``VLMSERVE_LLAMA_LOG=1`` echoes everything to stderr for debugging.
 Some INFO lines carry facts no C function returns (the KV, compute and output
 buffer sizes llama.cpp allocated); a capture can be asked to keep INFO lines
 matching a pattern too (``keep_info``).
+
+llama.cpp has one log slot per process (``llama_log_set``; mtmd has its own,
+``mtmd_helper_log_set``), so several captures (an engine, the quantizer, a second
+engine in the equivalence tests) cannot each install a callback: the last one would
+steal every line, and closing it would mute the rest. Instead one ``_LogFanOut``
+per process is installed in both slots, once, and every open capture registers
+with it: each sees every line while it is open, and closing one only unregisters it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import ctypes
 import os
 import re
 import sys
+import threading
 
 import llama_cpp
 from llama_cpp import mtmd_cpp
@@ -27,17 +35,59 @@ GGML_LOG_LEVEL_ERROR = 4
 GGML_LOG_LEVEL_CONT = 5
 
 
-# A do-nothing callback that lives as long as the process: installed when a
-# capture is closed, so llama.cpp never calls into a freed Python object.
-def _silent(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    return None
+class _LogFanOut:
+    """The process's llama.cpp/mtmd log callback, handing each line to every open capture.
+
+    Installed into llama.cpp at the first ``register`` and never replaced or removed:
+    the ctypes callback it holds lives as long as the process, so llama.cpp never calls
+    into a freed Python object (a log line can come from any thread, at any time).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._captures: tuple[LogCapture, ...] = ()  # replaced whole, read without the lock
+        self._last_level = 0
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        self._installed = False
+
+    def register(self, capture: LogCapture) -> None:
+        with self._lock:
+            if not self._installed:
+                llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+                mtmd_cpp.mtmd_helper_log_set(self._callback, ctypes.c_void_p(0))
+                self._installed = True
+            self._captures = (*self._captures, capture)
+
+    def unregister(self, capture: LogCapture) -> None:
+        with self._lock:
+            self._captures = tuple(c for c in self._captures if c is not capture)
+
+    def _on_log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        msg = text.decode("utf-8", errors="replace") if text else ""
+        if level == GGML_LOG_LEVEL_CONT:  # a continuation of the previous line
+            level = self._last_level
+        self._last_level = level
+        captures = self._captures
+        if any(c.echo for c in captures) or (not captures and _echo_from_env()):
+            sys.stderr.write(msg)
+        for capture in captures:
+            capture._receive(level, msg)
 
 
-_SILENT_CALLBACK = llama_cpp.llama_log_callback(_silent)
+def _echo_from_env() -> bool:
+    return os.environ.get("VLMSERVE_LLAMA_LOG") == "1"
+
+
+# The one log slot llama.cpp has per process, mirrored: module-level on purpose.
+_FAN_OUT = _LogFanOut()
 
 
 class LogCapture:
-    """Installs a log callback for llama.cpp and mtmd; remembers recent warnings/errors."""
+    """Recent warnings/errors of llama.cpp and mtmd (and chosen INFO lines), while open.
+
+    Every open capture sees every line the process logs; ``clear()`` before a call and
+    ``last_error()`` after it give that call's cause.
+    """
 
     def __init__(self, keep: int = 50, echo: bool | None = None,
                  keep_info: re.Pattern[str] | None = None) -> None:
@@ -45,20 +95,11 @@ class LogCapture:
         # INFO lines matching ``keep_info``; not emptied by clear() (they outlive a load step).
         self._keep_info = keep_info
         self._info: collections.deque[str] = collections.deque(maxlen=keep)
-        self._last_level = 0
-        self._echo = os.environ.get("VLMSERVE_LLAMA_LOG") == "1" if echo is None else echo
-        # Keep a reference: ctypes must not free the callback while C holds it.
-        self._callback = llama_cpp.llama_log_callback(self._on_log)
-        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
-        mtmd_cpp.mtmd_helper_log_set(self._callback, ctypes.c_void_p(0))
+        self.echo = _echo_from_env() if echo is None else echo
+        self._open = True
+        _FAN_OUT.register(self)
 
-    def _on_log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        msg = text.decode("utf-8", errors="replace") if text else ""
-        if self._echo:
-            sys.stderr.write(msg)
-        if level == GGML_LOG_LEVEL_CONT:
-            level = self._last_level
-        self._last_level = level
+    def _receive(self, level: int, msg: str) -> None:
         if level >= GGML_LOG_LEVEL_WARN and msg.strip():
             self._lines.append((level, msg.strip()))
         elif (level == GGML_LOG_LEVEL_INFO and self._keep_info is not None
@@ -90,5 +131,7 @@ class LogCapture:
         return tail if sep and " " not in head else line
 
     def close(self) -> None:
-        llama_cpp.llama_log_set(_SILENT_CALLBACK, ctypes.c_void_p(0))
-        mtmd_cpp.mtmd_helper_log_set(_SILENT_CALLBACK, ctypes.c_void_p(0))
+        """Stop receiving lines (idempotent); other captures keep theirs."""
+        if self._open:
+            self._open = False
+            _FAN_OUT.unregister(self)
