@@ -40,6 +40,9 @@ def add_stall_args(p: argparse.ArgumentParser) -> None:
                    help="tokens the stream has streamed before the burst (default 20)")
     g.add_argument("--threads-vision", type=int, default=0,
                    help="vision-encoder threads, in process (default: the engine's choice)")
+    g.add_argument("--seed-base", type=int, default=None,
+                   help="seed of the generated pictures (default: random, so repeated runs "
+                   "against one server never hit its image cache; fix it to repeat a run)")
     g.add_argument("--parallel", type=int, default=0,
                    help="slots, in process (default: newcomers + 1)")
 
@@ -50,10 +53,11 @@ def workload_from_args(args: argparse.Namespace) -> stall.StallWorkload:
         raise BenchError("--threads and --threads-vision must be >= 0")
     if args.parallel < 0:
         raise BenchError("--parallel must be >= 0")
+    seeded = {} if args.seed_base is None else {"seed_base": args.seed_base}
     return stall.StallWorkload(width=width, height=height, newcomers=args.newcomers,
                                newcomer_tokens=args.newcomer_tokens,
                                stream_tokens=args.stream_tokens, warm_tokens=args.warm_tokens,
-                               runs=args.runs)
+                               runs=args.runs, **seeded)
 
 
 def run_cli(args: argparse.Namespace, argv: list[str] | None = None) -> int:
