@@ -94,7 +94,11 @@ def test_new_only_skips_what_is_already_there(tiny_model, tmp_path):
     (folder / "old.png").write_bytes(png_bytes(64, 64, seed=1))
     proc = start_watch(tiny_model, folder, out, "--new-only")
     try:
-        time.sleep(1.0)  # let it start; old.png was there before
+        # the watcher says "watching" just before it notes what is already there: a file
+        # written before that would count as old, however long the model took to load
+        while "vlmserve: watching" not in (line := proc.stderr.readline()):
+            assert line, "watch exited before it started watching"
+        time.sleep(0.5)
         (folder / "fresh.png").write_bytes(png_bytes(64, 64, seed=2))
         wait_for(lambda: count_lines(out) >= 1 or proc.poll() is not None, what="fresh.png")
     finally:
