@@ -2,7 +2,8 @@
 import sys, time, statistics
 from pathlib import Path
 from vlmserve.config import EngineConfig
-from vlmserve.engine.llamacpp.backend import LlamaBackend, BatchToken
+from vlmserve.engine.backend import BatchToken
+from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.types import SamplingParams
 d = Path(sys.argv[1]); blocks = int(sys.argv[2]); per = int(sys.argv[3])
 b = LlamaBackend(EngineConfig(model_path=d/'model.gguf', mmproj_path=d/'mmproj.gguf', n_ctx_per_slot=4096, n_parallel=1, n_threads=1))

@@ -16,7 +16,8 @@ from tests.conftest import png_bytes
 from tests.engine.conftest import image_prompt, run, token_ids
 from vlmserve.chat import ChatMessage, ChatRenderer
 from vlmserve.config import EngineConfig
-from vlmserve.engine.llamacpp.backend import BatchToken, ImageChunk, LlamaBackend, TextChunk
+from vlmserve.engine.backend import BatchToken, TextChunk
+from vlmserve.engine.llamacpp.backend import LlamaBackend, LlamaImageChunk
 from vlmserve.images import prepare_image
 from vlmserve.models.demo_tokenizer import TOKEN_CONTROL, TOKEN_USER_DEFINED
 from vlmserve.models.gguf_kv import read_tokenizer_arrays
@@ -117,7 +118,7 @@ def test_chinese_prompt_with_an_image_tokenizes_around_it_as_llama_cpp_does(qwen
     assert got[0] == own.tokenize(texts[0]) + [PUBLISHED_IDS["<|vision_start|>"]]
     assert got[1] == [PUBLISHED_IDS["<|vision_end|>"]] + own.tokenize(texts[1])
     for c in chunks:
-        if isinstance(c, ImageChunk):
+        if isinstance(c, LlamaImageChunk):
             c.free()
     _, end = run(qwen_engine, prompt, max_tokens=2, request_id="zh-image")
     assert end.stats.prompt_tokens == qwen_engine.count_prompt_tokens(prompt)
