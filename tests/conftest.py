@@ -8,12 +8,34 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmserve.models.demo import DemoModelFiles, write_demo_model
+from vlmserve.models.demo import DemoModelFiles, DemoShape, write_demo_model
+
+# The smallest model llama.cpp runs with Qwen's real 151,936-token vocabulary: the two
+# 151,936-row matrices dominate, so the hidden size is kept at 64 (~40 MB, ~3 s to write).
+QWEN_TINY = DemoShape("qwen-tiny", n_embd=64, n_layer=4, n_head=2, n_head_kv=1, head_dim=32,
+                      n_ff=128, rope_sections=(6, 5, 5, 0), v_embd=32, v_layer=4, v_head=2,
+                      v_ff=64, v_deepstack=(1, 2, 3))
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> DemoModelFiles:
     return write_demo_model(tmp_path_factory.mktemp("tiny-model"), size="tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen_model(tmp_path_factory: pytest.TempPathFactory) -> DemoModelFiles:
+    """A tiny model with the real Qwen vocabulary, written once per session.
+
+    The vocabulary comes through the product's own lookup (its cache folder, else pip);
+    where neither has it the tests that need it are skipped with the reason.
+    """
+    from vlmserve.models.qwen_vocab import VocabUnavailableError
+
+    try:
+        return write_demo_model(tmp_path_factory.mktemp("qwen-model"), size=QWEN_TINY,
+                                vocab="qwen")
+    except VocabUnavailableError as exc:
+        pytest.skip(f"no Qwen vocabulary: {exc.message}")
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:

@@ -9,6 +9,7 @@ token counts come from a function the engine supplies.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -35,6 +36,22 @@ RESERVED_MARKERS: tuple[str, ...] = (
     "<|video_pad|>",
     "<__media__>",
 )
+
+
+# Text that spells a control token (``<|im_start|>``, ``<|endoftext|>``, ...). The rendered
+# prompt is tokenized with special-token parsing on (the template's own markers must become
+# control tokens), so such text typed into a message would become the control token itself:
+# a user could close their turn and open a fake system one. A WORD JOINER (U+2060, invisible,
+# no meaning) after the ``<`` keeps it text: it tokenizes as the characters the user typed
+# plus one invisible one. (Exactly the typed tokens would need the prompt to carry user text
+# apart from template text down to llama.cpp's tokenizer; see docs/architecture.md.)
+_CONTROL_LOOKING = re.compile(r"<(\|[^|<>\s]{1,64}\|>)")
+_WORD_JOINER = "\u2060"
+
+
+def neutralize_control_tokens(text: str) -> str:
+    """``text`` with every ``<|name|>`` made plain text (see ``_CONTROL_LOOKING``)."""
+    return _CONTROL_LOOKING.sub(lambda m: "<" + _WORD_JOINER + m.group(1), text)
 
 
 class ChatTemplateError(VlmserveError):
@@ -213,23 +230,25 @@ def _template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     Leading system messages are merged into one (blank line between): Qwen3-VL's template,
     like most, renders only ``messages[0]`` as the system prompt. A message without images
     gets string content, the form every template understands; one with images gets a list
-    of ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts, in order.
+    of ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts, in order. Message
+    text never carries control tokens into the prompt (``neutralize_control_tokens``).
     """
     n_system = 0
     while n_system < len(messages) and messages[n_system].role == "system":
         n_system += 1
     out: list[dict[str, Any]] = []
     if n_system:
-        system_text = "\n\n".join(m.text for m in messages[:n_system])
+        system_text = "\n\n".join(neutralize_control_tokens(m.text) for m in messages[:n_system])
         out.append({"role": "system", "content": system_text})
     for message in messages[n_system:]:
         if message.images:
             content: str | list[dict[str, str]] = [
-                {"type": "image"} if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
+                {"type": "image"} if isinstance(p, ImagePart)
+                else {"type": "text", "text": neutralize_control_tokens(p.text)}
                 for p in message.parts
             ]
         else:
-            content = message.text
+            content = neutralize_control_tokens(message.text)
         out.append({"role": message.role, "content": content})
     return out
 

@@ -27,6 +27,14 @@ def engine(tiny_model):
     client.close()
 
 
+@pytest.fixture(scope="module")
+def qwen_engine(qwen_model):
+    """An engine over the tiny model with Qwen's real vocabulary."""
+    client = make_engine(qwen_model)
+    yield client
+    client.close()
+
+
 def image_prompt(engine: EngineClient, question: str, width: int = 256, height: int = 256,
                  seed: int = 0, history: list[ChatMessage] | None = None) -> Prompt:
     image = prepare_image(png_bytes(width, height, seed))

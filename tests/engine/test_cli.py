@@ -119,28 +119,9 @@ def test_model_without_its_mmproj_is_named(photo, demo_dir, tmp_path):
 @pytest.mark.parametrize("missing", ["v.patch_embd.bias", "v.patch_embd.weight.1"])
 def test_mmproj_that_would_crash_llama_cpp_is_refused(demo_dir, photo, tmp_path, missing):
     """llama.cpp aborts/segfaults on these; the preflight must refuse them first."""
-    import gguf
-    import numpy as np
+    from vlmserve.models.demo import SHAPES, write_demo_mmproj
 
-    reader = gguf.GGUFReader(demo_dir / "mmproj.gguf")
-    writer = gguf.GGUFWriter(tmp_path / "mmproj.gguf", "clip")
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        value = field.contents()
-        vtype = field.types[0]
-        if vtype == gguf.GGUFValueType.ARRAY:
-            writer.add_array(field.name, value)
-        else:
-            writer.add_key_value(field.name, value, vtype)
-    for t in reader.tensors:
-        if t.name != missing:
-            shape = tuple(reversed([int(x) for x in t.shape]))
-            writer.add_tensor(t.name, np.array(t.data).reshape(shape), raw_dtype=t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_demo_mmproj(tmp_path / "mmproj.gguf", SHAPES["tiny"], omit_tensors=(missing,))
     res = vlmserve("describe", "--model", demo_dir / "model.gguf", "--mmproj",
                    tmp_path / "mmproj.gguf", photo)
     assert_one_line_error(res, missing)

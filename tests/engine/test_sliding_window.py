@@ -1,4 +1,8 @@
-"""The sliding window measured with the tiny model's real tokenizer and image-token rule."""
+"""The sliding window measured with the tiny model's real tokenizer and image-token rule.
+
+Each test runs twice: on the small trained demo vocabulary and on Qwen's real 151,936-token
+vocabulary, whose Chinese token counts are the ones a real model sees.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ from vlmserve.errors import ContextOverflowError
 from vlmserve.images import prepare_image
 
 BUDGET = 1024
+
+
+@pytest.fixture(scope="module", params=["demo-vocab", "qwen-vocab"])
+def engine(request, engine):
+    """The conftest's tiny-model engine, or the same shape of engine on the Qwen vocabulary."""
+    return engine if request.param == "demo-vocab" else request.getfixturevalue("qwen_engine")
 
 
 def chat_of(turns: int, image_every: int = 0) -> list[ChatMessage]:

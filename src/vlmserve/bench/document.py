@@ -55,6 +55,7 @@ FIELDS: dict[str, str] = {
     "model.mmproj_path": "vision projector GGUF",
     "model.demo_size": "demo size when --demo, else null",
     "model.random_weights": "true for demo models, null when unknown",
+    "model.demo_vocab": "demo models: 'demo' (small trained BPE) or 'qwen' (real 151,936 tokens)",
     "model.name": "general.name",
     "model.quant_type": "general.file_type as a name (F16, Q8_0, Q4_K_M...)",
     "model.file_size_bytes": "text model file size",
@@ -181,13 +182,14 @@ def base_doc(w: Workload, command: str, mode: str) -> dict[str, Any]:
 
 
 def model_json(facts: ModelFacts | None, mmproj: Path | None, demo_size: str | None,
-               info: Any = None) -> dict[str, Any]:
+               info: Any = None, demo_vocab: str = "demo") -> dict[str, Any]:
     """The ``model`` section: GGUF facts, and llama.cpp's own figures when loaded (``info``)."""
     return {
         "path": facts.path if facts else None,
         "mmproj_path": str(mmproj) if mmproj else None,
         "demo_size": demo_size,
         "random_weights": True if demo_size else None,
+        "demo_vocab": demo_vocab if demo_size else None,
         "name": facts.name if facts else None,
         "quant_type": facts.quant_type if facts else None,
         "file_size_bytes": facts.file_size_bytes if facts else None,

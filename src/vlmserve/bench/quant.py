@@ -48,7 +48,7 @@ def run_quant_table(opts, progress) -> dict[str, Any]:
                          f"{opts.model} is {source.quant_type}")
     doc = base_doc(opts.workload, opts.command, "quant-table")
     doc["workload"]["concurrency"] = []  # one stream at a time
-    doc["model"] = model_json(source, opts.mmproj, opts.demo_size)
+    doc["model"] = model_json(source, opts.mmproj, opts.demo_size, demo_vocab=opts.demo_vocab)
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         folder = (opts.demo_dir if opts.demo_dir else

@@ -50,7 +50,10 @@ def hardware_label(doc: dict[str, Any]) -> str:
 
 def model_label(doc: dict[str, Any]) -> str:
     m = doc["model"]
-    parts = [m.get("demo_size") and f"demo {m['demo_size']}" or (m.get("name") or "model"),
+    demo = m.get("demo_size") and f"demo {m['demo_size']}"
+    if demo and m.get("demo_vocab") == "qwen":
+        demo += " (Qwen vocab)"
+    parts = [demo or (m.get("name") or "model"),
              m.get("quant_type") or "?"]
     label = " / ".join(p for p in parts if p)
     if m.get("random_weights"):

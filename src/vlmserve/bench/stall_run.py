@@ -112,7 +112,7 @@ def run_inprocess(args: argparse.Namespace, w: stall.StallWorkload, command: str
             if args.model:
                 raise BenchError("pass either --demo SIZE or --model FILE, not both")
             demo_dir = Path(args.demo_dir).expanduser() if args.demo_dir else None
-            model, mmproj = stack.enter_context(demo_model(args.demo, demo_dir))
+            model, mmproj = stack.enter_context(demo_model(args.demo, demo_dir, args.vocab))
         else:
             model, mmproj = resolve_model_paths(args.model, args.mmproj)
         for label, path in (("model", model), ("mmproj", mmproj)):

@@ -34,6 +34,7 @@ class BenchOptions:
     mmproj: Path | None = None
     demo_size: str | None = None
     demo_dir: Path | None = None
+    demo_vocab: str = "demo"  # "qwen": the real 151,936-token vocabulary (demo-model --vocab)
     threads: int = 0
     ctx_size: int = 0  # 0: just enough for the workload
     n_gpu_layers: int = -1
@@ -74,7 +75,8 @@ def cpu_features(system_info: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def demo_model(size: str, folder: Path | None) -> Iterator[tuple[Path, Path]]:
+def demo_model(size: str, folder: Path | None, vocab: str = "demo"
+               ) -> Iterator[tuple[Path, Path]]:
     """Write (or reuse, in ``folder``) a demo model, in a child process so that the
     writer's numpy buffers never count towards this process's peak RSS."""
     with contextlib.ExitStack() as stack:
@@ -82,13 +84,13 @@ def demo_model(size: str, folder: Path | None) -> Iterator[tuple[Path, Path]]:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vlmbench-")))
         folder.mkdir(parents=True, exist_ok=True)
         model, mmproj, stamp = folder / "model.gguf", folder / "mmproj.gguf", folder / DEMO_STAMP
-        wanted = {"size": size, "seed": 0}
+        wanted = {"size": size, "seed": 0, **({"vocab": vocab} if vocab != "demo" else {})}
         fresh = (model.is_file() and mmproj.is_file() and stamp.is_file()
                  and json.loads(stamp.read_text() or "{}") == wanted)
         if not fresh:
             stamp.unlink(missing_ok=True)
             proc = subprocess.run([sys.executable, "-m", "vlmserve.cli.main", "demo-model",
-                                   str(folder), "--size", size],
+                                   str(folder), "--size", size, "--vocab", vocab],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -104,7 +106,7 @@ def run(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     if opts.url:
         return run_http(opts, progress)
     if opts.demo_size:
-        with demo_model(opts.demo_size, opts.demo_dir) as (model, mmproj):
+        with demo_model(opts.demo_size, opts.demo_dir, opts.demo_vocab) as (model, mmproj):
             return _run_local(replace(opts, model=model, mmproj=mmproj), progress)
     return _run_local(opts, progress)
 
@@ -162,7 +164,7 @@ def run_inprocess(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
         progress.close()
     peak = peak_rss_bytes()
     backend = backend_name(info.gpu_offload, opts.n_gpu_layers, info.system_info)
-    doc["model"] = model_json(facts, opts.mmproj, opts.demo_size, info)
+    doc["model"] = model_json(facts, opts.mmproj, opts.demo_size, info, opts.demo_vocab)
     doc["machine"]["gpu"] = backend if backend != "CPU" else None
     doc["engine"] = {
         "backend": backend,

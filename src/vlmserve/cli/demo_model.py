@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlmserve.models.demo import SHAPES, write_demo_model
+from vlmserve.models.demo import SHAPES, VOCABS, write_demo_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "8b-layers (real 8B layer sizes, 8 layers, ~3.3 GB)")
     p.add_argument("--quant", choices=["Q8_0", "Q5_K_S", "Q4_K_M"], default=None,
                    help="also quantize the text model with llama.cpp's quantizer")
+    p.add_argument("--vocab", choices=list(VOCABS), default="demo",
+                   help="demo: a small BPE trained here (default); qwen: Qwen's real 151,936-token "
+                   "vocabulary, from the llama-cpp-python sdist (cache: VLMSERVE_VOCAB_CACHE, "
+                   "else fetched with pip); adds 151,936-row embedding and output matrices")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    files = write_demo_model(args.dir, size=args.size, seed=args.seed, quant=args.quant)
+    files = write_demo_model(args.dir, size=args.size, seed=args.seed, quant=args.quant,
+                             vocab=args.vocab)
     print(f"wrote {files.model}")
     print(f"wrote {files.mmproj}")
     print(f"try: vlmserve describe --model {files.model} --mmproj {files.mmproj} IMAGE")

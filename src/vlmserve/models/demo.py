@@ -28,9 +28,17 @@ import numpy as np
 from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import VlmserveError
 from vlmserve.models.demo_tokenizer import TOKEN_NORMAL, Vocabulary, build_vocabulary
+from vlmserve.models.qwen3vl_gguf import (
+    ARCH,
+    add_text_metadata,
+    add_tokenizer,
+    add_vision_metadata,
+    text_tensors,
+    vision_tensors,
+)
 
 TEXT_FILE = "model.gguf"
-ARCH = "qwen3vl"  # the text model's general.architecture
+VOCABS = ("demo", "qwen")  # the trained few-hundred-token BPE, or Qwen's real 151,936
 MMPROJ_FILE = "mmproj.gguf"
 
 
@@ -119,15 +127,27 @@ class _Weights:
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
 
+    def fill(self, shape: tuple[int, ...], init: str) -> np.ndarray:
+        """A tensor of ``shape`` as ``qwen3vl_gguf``'s ``init`` names it (one draw per tensor)."""
+        n = int(np.prod(shape))
+        if init == "ones":
+            return self.ones(n).reshape(shape)
+        if init == "vector":
+            return self.vector(n).reshape(shape)
+        return self.matrix(shape[0], n // shape[0]).reshape(shape)
+
 
 def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: int = 0,
-                     quant: str | None = None) -> DemoModelFiles:
+                     quant: str | None = None, vocab: str = "demo") -> DemoModelFiles:
     """Write ``model.gguf`` and ``mmproj.gguf`` into ``out_dir``; return their paths.
 
     ``size`` names one of :data:`SHAPES` or is a :class:`DemoShape` itself
     (e.g. ``dataclasses.replace(SHAPES["8b-layers"], n_layer=2)``).
     ``quant`` ("Q8_0", "Q4_K_M", ...) additionally quantizes the text model with
     llama.cpp's own quantizer (the F16 original is replaced).
+    ``vocab``: "demo" (a small BPE trained here) or "qwen" (the real 151,936-entry
+    Qwen vocabulary, see ``models/qwen_vocab.py``; it is found before anything is
+    written, so a missing file fails fast).
     """
     if isinstance(size, DemoShape):
         shape = size
@@ -135,10 +155,18 @@ def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: 
         shape = SHAPES[size]
     else:
         raise VlmserveError(f"unknown demo model size {size!r}; choose one of {', '.join(SHAPES)}")
+    if vocab not in VOCABS:
+        raise VlmserveError(f"unknown demo vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
+    if vocab == "qwen":
+        from vlmserve.models.qwen_vocab import load_qwen_vocabulary
+
+        tokens = load_qwen_vocabulary()
+    else:
+        tokens = build_vocabulary(shape.n_merges)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = DemoModelFiles(out / TEXT_FILE, out / MMPROJ_FILE)
-    _write_text_model(files.model, shape, seed)
+    _write_text_model(files.model, shape, seed, tokens)
     _write_mmproj(files.mmproj, shape, seed + 1)
     if quant:
         # Imported here: quantizing is the one writer step that needs llama.cpp.
@@ -153,22 +181,18 @@ def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: 
     return files
 
 
-def _write_text_model(path: Path, s: DemoShape, seed: int) -> None:
-    vocab = build_vocabulary(s.n_merges)
+def _write_text_model(path: Path, s: DemoShape, seed: int, vocab: Vocabulary) -> None:
     n_vocab = len(vocab.tokens)
     w = _Weights(seed)
     writer = gguf.GGUFWriter(str(path), ARCH)
-    _add_text_metadata(writer, s)
+    add_text_metadata(writer, **_text_keys(s, vocab))
     _add_tokenizer(writer, vocab)
     special = np.array([t != TOKEN_NORMAL for t in vocab.token_types])
-    for name, shape in _text_tensor_shapes(s, n_vocab):
-        if len(shape) == 1:
-            writer.add_tensor(name, w.ones(shape[0]))
-            continue
-        matrix = w.matrix(*shape)
+    for name, shape, init in text_tensors(n_vocab=n_vocab, **_dims(s)):
+        tensor = w.fill(shape, init)
         if name == "output.weight":
-            matrix[special] = 0  # see module docstring: control tokens never win greedily
-        writer.add_tensor(name, matrix)
+            tensor[special] = 0  # see module docstring: control tokens never win greedily
+        writer.add_tensor(name, tensor)
     _finish(writer)
 
 
@@ -191,14 +215,14 @@ def write_text_header(path: str | Path, s: DemoShape, n_vocab: int | None = None
     """
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), ARCH)
-    _add_text_metadata(writer, s)
-    if n_vocab is None:
-        vocab = build_vocabulary(s.n_merges)
+    vocab = build_vocabulary(s.n_merges) if n_vocab is None else None
+    add_text_metadata(writer, **_text_keys(s, vocab))
+    if vocab is not None:
         _add_tokenizer(writer, vocab)
         n_vocab = len(vocab.tokens)
     align = writer.data_alignment
     data_bytes = 0
-    for name, shape in _text_tensor_shapes(s, n_vocab):
+    for name, shape, _ in text_tensors(n_vocab=n_vocab, **_dims(s)):
         dtype = np.dtype(np.float32 if len(shape) == 1 else np.float16)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         writer.add_tensor_info(name, shape, dtype, nbytes)
@@ -212,133 +236,48 @@ def write_text_header(path: str | Path, s: DemoShape, n_vocab: int | None = None
     return path
 
 
+def _text_keys(s: DemoShape, vocab: Vocabulary | None) -> dict:
+    label = "" if vocab is None or len(vocab.tokens) < 100_000 else ", Qwen vocabulary"
+    return dict(name=f"vlmserve demo Qwen3-VL ({s.name}{label}, random weights)",
+                n_embd=s.n_embd, n_layer=s.n_layer, n_head=s.n_head, n_head_kv=s.n_head_kv,
+                head_dim=s.head_dim, n_ff=s.n_ff, context_length=s.context_length,
+                rope_sections=s.rope_sections, n_deepstack=len(s.v_deepstack))
 
-def _add_text_metadata(writer: gguf.GGUFWriter, s: DemoShape) -> None:
-    writer.add_name(f"vlmserve demo Qwen3-VL ({s.name}, random weights)")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_block_count(s.n_layer)
-    writer.add_context_length(s.context_length)
-    writer.add_embedding_length(s.n_embd)
-    writer.add_feed_forward_length(s.n_ff)
-    writer.add_head_count(s.n_head)
-    writer.add_head_count_kv(s.n_head_kv)
-    writer.add_key_length(s.head_dim)
-    writer.add_value_length(s.head_dim)
-    writer.add_rope_freq_base(5_000_000.0)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_array(f"{ARCH}.rope.dimension_sections", list(s.rope_sections))
-    writer.add_uint32(f"{ARCH}.n_deepstack_layers", len(s.v_deepstack))
+
+def _dims(s: DemoShape) -> dict:
+    return dict(n_embd=s.n_embd, n_layer=s.n_layer, n_head=s.n_head, n_head_kv=s.n_head_kv,
+                head_dim=s.head_dim, n_ff=s.n_ff)
 
 
 def _add_tokenizer(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(list(vocab.tokens))
-    writer.add_token_types(list(vocab.token_types))
-    writer.add_token_merges(list(vocab.merges))
-    writer.add_eos_token_id(vocab.token_id("<|im_end|>"))
-    writer.add_bos_token_id(vocab.token_id("<|endoftext|>"))
-    writer.add_pad_token_id(vocab.token_id("<|endoftext|>"))
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(QWEN3VL_CHAT_TEMPLATE)
+    add_tokenizer(writer, vocab.tokens, vocab.merges, token_types=vocab.token_types,
+                  eos_id=vocab.token_id("<|im_end|>"), bos_id=vocab.token_id("<|endoftext|>"),
+                  chat_template=QWEN3VL_CHAT_TEMPLATE)
 
 
-def _text_tensor_shapes(s: DemoShape, n_vocab: int) -> list[tuple[str, tuple[int, ...]]]:
-    """The text model's tensors in file order: (rows, cols) for F16 matrices, (n,) for F32 norms.
+def write_demo_mmproj(path: str | Path, s: DemoShape, seed: int = 1,
+                      omit_tensors: tuple[str, ...] = ()) -> Path:
+    """Write only the vision projector of ``s`` (random weights) to ``path``.
 
-    The order is also the order random weights are drawn in (determinism per seed).
+    ``omit_tensors`` leaves tensors out, for tests of files that would crash llama.cpp.
     """
-    q_dim, kv_dim = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
-    out: list[tuple[str, tuple[int, ...]]] = [
-        ("token_embd.weight", (n_vocab, s.n_embd)),
-        ("output.weight", (n_vocab, s.n_embd)),
-        ("output_norm.weight", (s.n_embd,)),
-    ]
-    for i in range(s.n_layer):
-        p = f"blk.{i}"
-        out += [
-            (f"{p}.attn_norm.weight", (s.n_embd,)),
-            (f"{p}.attn_q.weight", (q_dim, s.n_embd)),
-            (f"{p}.attn_k.weight", (kv_dim, s.n_embd)),
-            (f"{p}.attn_v.weight", (kv_dim, s.n_embd)),
-            (f"{p}.attn_output.weight", (s.n_embd, q_dim)),
-            (f"{p}.attn_q_norm.weight", (s.head_dim,)),
-            (f"{p}.attn_k_norm.weight", (s.head_dim,)),
-            (f"{p}.ffn_norm.weight", (s.n_embd,)),
-            (f"{p}.ffn_gate.weight", (s.n_ff, s.n_embd)),
-            (f"{p}.ffn_up.weight", (s.n_ff, s.n_embd)),
-            (f"{p}.ffn_down.weight", (s.n_embd, s.n_ff)),
-        ]
-    return out
-
-
-def write_demo_mmproj(path: str | Path, s: DemoShape, seed: int = 1) -> Path:
-    """Write only the vision projector of ``s`` (random weights) to ``path``."""
     path = Path(path)
-    _write_mmproj(path, s, seed)
+    _write_mmproj(path, s, seed, omit_tensors)
     return path
 
 
-def _write_mmproj(path: Path, s: DemoShape, seed: int) -> None:
+def _write_mmproj(path: Path, s: DemoShape, seed: int, omit_tensors: tuple[str, ...] = ()
+                  ) -> None:
     w = _Weights(seed)
     writer = gguf.GGUFWriter(str(path), "clip")
-    writer.add_name(f"vlmserve demo Qwen3-VL mmproj ({s.name}, random weights)")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_bool("clip.has_text_encoder", False)
-    writer.add_string("clip.projector_type", "qwen3vl_merger")
-    writer.add_bool("clip.use_gelu", True)
-    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
-    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
-    writer.add_uint32("clip.vision.embedding_length", s.v_embd)
-    writer.add_uint32("clip.vision.feed_forward_length", s.v_ff)
-    writer.add_uint32("clip.vision.block_count", s.v_layer)
-    writer.add_uint32("clip.vision.attention.head_count", s.v_head)
-    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    writer.add_uint32("clip.vision.projection_dim", s.n_embd)
-    writer.add_uint32("clip.vision.spatial_merge_size", SPATIAL_MERGE)
-    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    writer.add_array("clip.vision.is_deepstack_layers",
-                     [i in s.v_deepstack for i in range(s.v_layer)])
-
-    d, merged = s.v_embd, s.v_embd * SPATIAL_MERGE * SPATIAL_MERGE
-    conv = lambda: (w.matrix(d, 3 * PATCH_SIZE * PATCH_SIZE)  # noqa: E731
-                    .reshape(d, 3, PATCH_SIZE, PATCH_SIZE))
-    # Qwen's Conv3d patch embedding is stored as two temporal halves.
-    writer.add_tensor("v.patch_embd.weight", conv())
-    writer.add_tensor("v.patch_embd.weight.1", conv())
-    writer.add_tensor("v.patch_embd.bias", w.vector(d))
-    n_pos = (IMAGE_SIZE // PATCH_SIZE) ** 2
-    writer.add_tensor("v.position_embd.weight", w.vector(n_pos * d).reshape(n_pos, d))
-    for i in range(s.v_layer):
-        p = f"v.blk.{i}"
-        writer.add_tensor(f"{p}.ln1.weight", w.ones(d))
-        writer.add_tensor(f"{p}.ln1.bias", w.vector(d))
-        writer.add_tensor(f"{p}.attn_qkv.weight", w.matrix(3 * d, d))
-        writer.add_tensor(f"{p}.attn_qkv.bias", w.vector(3 * d))
-        writer.add_tensor(f"{p}.attn_out.weight", w.matrix(d, d))
-        writer.add_tensor(f"{p}.attn_out.bias", w.vector(d))
-        writer.add_tensor(f"{p}.ln2.weight", w.ones(d))
-        writer.add_tensor(f"{p}.ln2.bias", w.vector(d))
-        writer.add_tensor(f"{p}.ffn_up.weight", w.matrix(s.v_ff, d))
-        writer.add_tensor(f"{p}.ffn_up.bias", w.vector(s.v_ff))
-        writer.add_tensor(f"{p}.ffn_down.weight", w.matrix(d, s.v_ff))
-        writer.add_tensor(f"{p}.ffn_down.bias", w.vector(d))
-    writer.add_tensor("v.post_ln.weight", w.ones(d))
-    writer.add_tensor("v.post_ln.bias", w.vector(d))
-    writer.add_tensor("mm.0.weight", w.matrix(merged, merged))
-    writer.add_tensor("mm.0.bias", w.vector(merged))
-    writer.add_tensor("mm.2.weight", w.matrix(s.n_embd, merged))
-    writer.add_tensor("mm.2.bias", w.vector(s.n_embd))
-    for layer in s.v_deepstack:
-        p = f"v.deepstack.{layer}"
-        writer.add_tensor(f"{p}.norm.weight", w.ones(merged))
-        writer.add_tensor(f"{p}.norm.bias", w.vector(merged))
-        writer.add_tensor(f"{p}.fc1.weight", w.matrix(merged, merged))
-        writer.add_tensor(f"{p}.fc1.bias", w.vector(merged))
-        writer.add_tensor(f"{p}.fc2.weight", w.matrix(s.n_embd, merged))
-        writer.add_tensor(f"{p}.fc2.bias", w.vector(s.n_embd))
+    dims = dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, v_embd=s.v_embd, v_ff=s.v_ff,
+                v_layer=s.v_layer, deepstack=s.v_deepstack, spatial_merge=SPATIAL_MERGE)
+    add_vision_metadata(writer, name=f"vlmserve demo Qwen3-VL mmproj ({s.name}, random weights)",
+                        v_head=s.v_head, projection_dim=s.n_embd, **dims)
+    for name, shape, init in vision_tensors(n_embd=s.n_embd, **dims):
+        tensor = w.fill(shape, init)  # drawn even when omitted: the rest stay the same
+        if name not in omit_tensors:
+            writer.add_tensor(name, tensor)
     _finish(writer)
 
 

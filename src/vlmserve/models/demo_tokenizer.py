@@ -16,8 +16,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 # Qwen3-VL's added tokens, in their published order (ids 151643..151668 in the
-# real vocabulary; here they follow the trained tokens). CONTROL tokens are
-# never produced by detokenizing plain text.
+# real vocabulary; here they follow the trained tokens). True = CONTROL, as the
+# published GGUF has them: llama.cpp's converter makes an added token CONTROL when
+# tokenizer_config marks it "special" or it looks like ``<|...|>`` (so the fim /
+# repo / file tokens, "special": false in Qwen's config, are CONTROL too); the
+# ``<tool_call>`` / ``<think>`` style ones are USER_DEFINED (plain text when
+# detokenized). CONTROL tokens are never produced by detokenizing plain text.
 QWEN3VL_SPECIAL_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
     ("<|im_start|>", True),
@@ -35,12 +39,12 @@ QWEN3VL_SPECIAL_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|video_pad|>", True),
     ("<tool_call>", False),
     ("</tool_call>", False),
-    ("<|fim_prefix|>", False),
-    ("<|fim_middle|>", False),
-    ("<|fim_suffix|>", False),
-    ("<|fim_pad|>", False),
-    ("<|repo_name|>", False),
-    ("<|file_sep|>", False),
+    ("<|fim_prefix|>", True),
+    ("<|fim_middle|>", True),
+    ("<|fim_suffix|>", True),
+    ("<|fim_pad|>", True),
+    ("<|repo_name|>", True),
+    ("<|file_sep|>", True),
     ("<tool_response>", False),
     ("</tool_response>", False),
     ("<think>", False),

@@ -413,8 +413,8 @@ class LlamaBackend:
         if rc != 0:
             raise EngineError(f"llama_decode failed ({rc}): {self._logs.last_error() or ''}")
 
-    def new_sampler(self, params: SamplingParams) -> Sampler:
-        return Sampler(self._vocab, self.n_vocab, params, self.config.seed)
+    def new_sampler(self, params: SamplingParams, fast_greedy: bool = True) -> Sampler:
+        return Sampler(self._vocab, self.n_vocab, params, self.config.seed, fast_greedy)
 
     def sample(self, sampler: Sampler, batch_index: int) -> int:
         return sampler.sample(self._ctx, batch_index)
