@@ -27,8 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    files = write_demo_model(args.dir, size=args.size, seed=args.seed, quant=args.quant,
-                             vocab=args.vocab)
+    files = write_demo_model(args.dir, size=args.size, seed=args.seed, vocab=args.vocab)
+    if args.quant:
+        from vlmserve.engine.llamacpp.quantize import quantize_gguf  # loads llama.cpp
+
+        # Writes a .partial beside it and renames it over the F16 file.
+        quantize_gguf(files.model, files.model, args.quant)
     print(f"wrote {files.model}")
     print(f"wrote {files.mmproj}")
     print(f"try: vlmserve describe --model {files.model} --mmproj {files.mmproj} IMAGE")

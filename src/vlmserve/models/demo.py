@@ -138,13 +138,13 @@ class _Weights:
 
 
 def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: int = 0,
-                     quant: str | None = None, vocab: str = "demo") -> DemoModelFiles:
+                     vocab: str = "demo") -> DemoModelFiles:
     """Write ``model.gguf`` and ``mmproj.gguf`` into ``out_dir``; return their paths.
 
     ``size`` names one of :data:`SHAPES` or is a :class:`DemoShape` itself
     (e.g. ``dataclasses.replace(SHAPES["8b-layers"], n_layer=2)``).
-    ``quant`` ("Q8_0", "Q4_K_M", ...) additionally quantizes the text model with
-    llama.cpp's own quantizer (the F16 original is replaced).
+    The text model is F16; quantizing it is llama.cpp's job, so it happens a layer up
+    (``vlmserve demo-model --quant``), never here: models/ does not import the engine.
     ``vocab``: "demo" (a small BPE trained here) or "qwen" (the real 151,936-entry
     Qwen vocabulary, see ``models/qwen_vocab.py``; it is found before anything is
     written, so a missing file fails fast).
@@ -168,16 +168,6 @@ def write_demo_model(out_dir: str | Path, size: str | DemoShape = "tiny", seed: 
     files = DemoModelFiles(out / TEXT_FILE, out / MMPROJ_FILE)
     _write_text_model(files.model, shape, seed, tokens)
     _write_mmproj(files.mmproj, shape, seed + 1)
-    if quant:
-        # Imported here: quantizing is the one writer step that needs llama.cpp.
-        from vlmserve.engine.llamacpp.quantize import quantize_gguf
-
-        tmp = out / f"{TEXT_FILE}.f16.tmp"
-        files.model.replace(tmp)
-        try:
-            quantize_gguf(tmp, files.model, quant)
-        finally:
-            tmp.unlink(missing_ok=True)
     return files
 
 
