@@ -98,17 +98,17 @@ def run_inprocess(args: argparse.Namespace, w: stall.StallWorkload, command: str
                   progress) -> dict[str, Any]:
     from vlmserve.bench.stall_targets import InProcessStallTarget
     from vlmserve.bench.suite import demo_model
-    from vlmserve.cli.bench import DEMO_SIZES
     from vlmserve.cli.engine_args import resolve_model_paths
     from vlmserve.config import EngineConfig
     from vlmserve.engine.factory import create_engine
+    from vlmserve.models.demo import SHAPES
 
     t0 = time.perf_counter()
     doc = stall.base_doc(w, "in-process", command)
     with ExitStack() as stack:
         if args.demo:
-            if args.demo not in DEMO_SIZES:
-                raise BenchError(f"--demo must be one of {', '.join(DEMO_SIZES)}")
+            if args.demo not in SHAPES:
+                raise BenchError(f"--demo must be one of {', '.join(SHAPES)}")
             if args.model:
                 raise BenchError("pass either --demo SIZE or --model FILE, not both")
             demo_dir = Path(args.demo_dir).expanduser() if args.demo_dir else None

@@ -18,7 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-DEMO_SIZES = ("tiny", "small", "medium", "8b-layers")
+from vlmserve.models.demo import SHAPES
+
+DEMO_SIZES = tuple(SHAPES)  # the demo model sizes, named where they are defined
 
 
 def register(sub: argparse._SubParsersAction) -> None:
