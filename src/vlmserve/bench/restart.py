@@ -30,11 +30,11 @@ QUESTION = "请用中文描述这张图片"
 
 def run_cli(args: argparse.Namespace) -> int:
     from vlmserve.chat import ChatMessage, ChatRenderer
-    from vlmserve.cli.engine_args import resolve_model_paths
     from vlmserve.config import EngineConfig
     from vlmserve.engine.factory import create_engine
     from vlmserve.engine.run_to_end import run_to_end
     from vlmserve.images import prepare_image
+    from vlmserve.models.registry import resolve_model_paths
     from vlmserve.types import Request, SamplingParams
 
     if args.url or args.demo:

@@ -98,10 +98,10 @@ def run_inprocess(args: argparse.Namespace, w: stall.StallWorkload, command: str
                   progress) -> dict[str, Any]:
     from vlmserve.bench.stall_targets import InProcessStallTarget
     from vlmserve.bench.suite import demo_model
-    from vlmserve.cli.engine_args import resolve_model_paths
     from vlmserve.config import EngineConfig
     from vlmserve.engine.factory import create_engine
     from vlmserve.models.demo import SHAPES
+    from vlmserve.models.registry import resolve_model_paths
 
     t0 = time.perf_counter()
     doc = stall.base_doc(w, "in-process", command)

@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     from vlmserve.bench.suite import BenchOptions
     from vlmserve.bench.workload import BenchError, Workload, parse_concurrency, parse_image_size
-    from vlmserve.cli.engine_args import resolve_model_paths
+    from vlmserve.models.registry import resolve_model_paths
 
     if args.demo is not None and args.demo not in DEMO_SIZES:
         raise BenchError(f"--demo must be one of {', '.join(DEMO_SIZES)}, got {args.demo!r}")

@@ -12,9 +12,9 @@ import logging
 import signal
 import sys
 
-from vlmserve.cli.engine_args import resolve_model_paths
 from vlmserve.cli.settings_flags import add_setting_flags, given_settings
 from vlmserve.errors import ModelLoadError, VlmserveError
+from vlmserve.models.registry import resolve_model_paths
 from vlmserve.settings import ServerSettings
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -383,3 +383,28 @@ def _quant_from_header(path: Path) -> str | None:
         return read_gguf_info(path).file_type
     except ModelLoadError:
         return None
+
+
+HOW_TO_GET_A_MODEL = (
+    "no model given and none found: pass --model FILE.gguf --mmproj MMPROJ.gguf (or set "
+    "VLMSERVE_MODEL / VLMSERVE_MMPROJ), download Qwen3-VL-8B-Instruct with `vlmserve pull`, "
+    "or write a tiny offline demo model with `vlmserve demo-model DIR` (random weights)"
+)
+
+
+def resolve_model_paths(model: str | None, mmproj: str | None) -> tuple[Path, Path]:
+    """Flags, then environment, then the local models folder's default; else a clear error.
+
+    ``model`` may be a .gguf path, a model folder, or a name from ``vlmserve models``.
+    """
+    model = model or os.environ.get("VLMSERVE_MODEL")
+    mmproj = mmproj or os.environ.get("VLMSERVE_MMPROJ")
+    registry = ModelRegistry(default_models_dir())
+    if mmproj:
+        model_path, _ = registry.resolve(model, require_mmproj=False) if model else (None, None)
+        if model_path is None:
+            raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
+        return model_path, Path(mmproj).expanduser()
+    if not model and not registry.list_models():
+        raise ModelNotFoundError(HOW_TO_GET_A_MODEL)
+    return registry.resolve(model)
