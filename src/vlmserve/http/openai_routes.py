@@ -26,12 +26,18 @@ from vlmserve.http.schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    FunctionCall,
+    FunctionCallDelta,
     ModelCard,
     ModelList,
     ResponseMessage,
+    ResponseToolCall,
+    ToolCallDelta,
 )
 from vlmserve.http.services import Services
 from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
+from vlmserve.http.tool_calls import Piece, ToolCallParser, split_answer
+from vlmserve.types import FinishReason
 
 SOURCE = "api"  # the metrics label for requests made through this router
 
@@ -120,17 +126,32 @@ async def _complete(services: Services, job: CompletionJob, request: Request) ->
     if generation.error is not None:
         raise generation.error
     assert final is not None and final.stats is not None  # _collect ran to the last delta
-    job.store_turn(services, text)
+    content: str | None = text
+    calls: list = []
+    if job.tools.parses_calls:
+        content, calls = split_answer(text, job.tools.names)
+    job.store_turn(services, content, tuple(calls))
+    message = ResponseMessage(content=content, tool_calls=[
+        ResponseToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+        for c in calls] or None)
     completion = ChatCompletion(
         id=job.id,
         created=job.created,
         model=job.model.model_id,
-        choices=[Choice(message=ResponseMessage(content=text),
-                        finish_reason=final.finish_reason.value)],
+        choices=[Choice(message=message, finish_reason=_finish_name(final.finish_reason,
+                                                                   bool(calls)))],
         usage=job.usage(final.stats),
         x_vlmserve=job.extension(final.stats),
     )
     return JSONResponse(completion.model_dump(mode="json"))
+
+
+def _finish_name(reason: FinishReason | None, called: bool) -> str:
+    """OpenAI's finish reason: ``tool_calls`` when an answer that ended by itself holds
+    calls (one cut by ``max_tokens`` stays ``length``)."""
+    if called and reason is FinishReason.STOP:
+        return "tool_calls"
+    return (reason or FinishReason.STOP).value
 
 
 async def _collect(generation: Generation) -> str:
@@ -152,14 +173,37 @@ async def _sse(services: Services, job: CompletionJob,
                                    choices=choices, **fields)
         return sse_event(body.sse_json())
 
-    yield chunk(Delta(role="assistant", content=""))
+    parser = ToolCallParser(job.tools.names) if job.tools.parses_calls else None
     parts: list[str] = []
+    n_calls = 0
+
+    def pieces_out(pieces: list[Piece]) -> list[str]:
+        nonlocal n_calls
+        events: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                parts.append(piece)
+                events.append(chunk(Delta(content=piece)))
+                continue
+            # A call streams as OpenAI's do: its name first, then its arguments.
+            events.append(chunk(Delta(tool_calls=[ToolCallDelta(
+                index=n_calls, id=piece.id, type="function",
+                function=FunctionCallDelta(name=piece.name, arguments=""))])))
+            events.append(chunk(Delta(tool_calls=[ToolCallDelta(
+                index=n_calls, function=FunctionCallDelta(arguments=piece.arguments))])))
+            n_calls += 1
+        return events
+
+    yield chunk(Delta(role="assistant", content=""))
     async for delta in generation.deltas():
         if delta.text:
-            parts.append(delta.text)
-            yield chunk(Delta(content=delta.text))
+            for event in pieces_out(parser.feed(delta.text) if parser else [delta.text]):
+                yield event
         if not delta.finished:
             continue
+        if parser is not None:
+            for event in pieces_out(parser.finish()):
+                yield event
         stats = delta.stats
         error = generation.error
         if error is not None or stats is None:
@@ -167,10 +211,12 @@ async def _sse(services: Services, job: CompletionJob,
             error = error or error_for(delta)
             yield sse_event(error_body(error.http_status, error.message, error.code))
             break
-        job.store_turn(services, "".join(parts))
+        calls = tuple(parser.calls) if parser is not None else ()
+        job.store_turn(services, "".join(parts), calls)
         final = ChatCompletionChunk(
             id=job.id, created=job.created, model=job.model.model_id,
-            choices=[ChunkChoice(delta=Delta(), finish_reason=delta.finish_reason.value)],
+            choices=[ChunkChoice(delta=Delta(),
+                                 finish_reason=_finish_name(delta.finish_reason, bool(calls)))],
             x_vlmserve=job.extension(stats),
         )
         yield sse_event(final.sse_json())

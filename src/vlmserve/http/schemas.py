@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vlmserve.http.tools import ToolChoice, ToolDefinition
+
 # ---------------------------------------------------------------------------- requests
 
 
@@ -44,9 +46,24 @@ class ImageContentPart(_Lenient):
 ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
 
 
+class RequestFunctionCall(_Lenient):
+    name: str
+    arguments: str = "{}"  # JSON text, as OpenAI sends it
+
+
+class RequestToolCall(_Lenient):
+    """A call an earlier assistant message made (sent back with the conversation)."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: RequestFunctionCall
+
+
 class RequestMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[RequestToolCall] | None = None  # assistant messages
+    tool_call_id: str | None = None  # tool messages
 
 
 class StreamOptions(_Lenient):
@@ -88,7 +105,9 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
-    tools: list[Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     user: str | None = None
     # vlmserve extensions
     session_id: str | None = Field(None, description="server-side conversation to continue")
@@ -99,13 +118,6 @@ class ChatCompletionRequest(_Lenient):
     def _no_logprobs(cls, value: bool | None) -> bool | None:
         if value:
             raise ValueError("logprobs are not supported")
-        return value
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise ValueError("tools (function calling) are not supported")
         return value
 
     @field_validator("stop")
@@ -163,15 +175,30 @@ class VlmserveExtension(BaseModel):
     template: str | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+FinishReasonName = Literal["stop", "length", "tool_calls"]
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReasonName
     logprobs: None = None
 
 
@@ -185,15 +212,31 @@ class ChatCompletion(BaseModel):
     x_vlmserve: VlmserveExtension
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed call: the first names it (``id``, ``type``, ``name``), the
+    next ones add to its ``arguments``; ``index`` says which call."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReasonName | None = None
     logprobs: None = None
 
 
