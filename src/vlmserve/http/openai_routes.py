@@ -9,8 +9,7 @@ is set, and ``data: [DONE]``. When the client goes away, the engine request is a
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
 from vlmserve.http.errors import NotFoundError, error_body
-from vlmserve.http.generation import Generation, error_for
+from vlmserve.http.generation import Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -98,7 +97,7 @@ def openai_router(services: Services) -> APIRouter:
         # Without this, the page mounted on / would answer unknown /v1 paths with its own
         # 404 body; API clients expect OpenAI's error shape.
         raise NotFoundError(f"no endpoint {request.method} /v1/{path}; this server offers "
-                            "POST /v1/chat/completions and GET /v1/models")
+                            "POST /v1/chat/completions, POST /v1/responses and GET /v1/models")
 
     return router
 
@@ -106,21 +105,9 @@ def openai_router(services: Services) -> APIRouter:
 async def _complete(services: Services, job: CompletionJob, request: Request) -> Response:
     """Run to the end and answer one JSON body; abort if the client disconnects first."""
     generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
-    try:
-        await generation.start()
-        collect = asyncio.ensure_future(_collect(generation))
-        gone = asyncio.ensure_future(_disconnected(request.receive))
-        done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-        gone.cancel()
-        if collect not in done:  # nobody is left to answer: stop generating
-            collect.cancel()
-            # Let it unwind before close(): the engine's iterator is busy inside that task
-            # until the cancellation reaches it (which is also what aborts the request).
-            await asyncio.gather(collect, return_exceptions=True)
-            return Response(status_code=499)
-        text = collect.result()
-    finally:
-        await generation.close()
+    text = await collect_text(generation, request)
+    if text is None:  # nobody is left to answer
+        return Response(status_code=499)
 
     final = generation.final
     if generation.error is not None:
@@ -152,17 +139,6 @@ def _finish_name(reason: FinishReason | None, called: bool) -> str:
     if called and reason is FinishReason.STOP:
         return "tool_calls"
     return (reason or FinishReason.STOP).value
-
-
-async def _collect(generation: Generation) -> str:
-    parts = [delta.text async for delta in generation.deltas()]
-    return "".join(parts)
-
-
-async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
-    """Return when the client closes the connection (the body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _sse(services: Services, job: CompletionJob,
