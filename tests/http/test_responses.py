@@ -172,3 +172,20 @@ def test_bad_requests_are_400(server: LiveServer, body: dict, fragment: str) -> 
     response = httpx.post(f"{server.url}/v1/responses", json={"model": "m", **body})
     assert response.status_code == 400, response.text
     assert fragment in response.json()["error"]["message"]
+
+
+def test_retrieve_and_delete_a_stored_response(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="m", input="Hi", max_output_tokens=3, temperature=0)
+    again = client.responses.retrieve(first.id)
+    assert (again.id, again.output_text, again.usage.input_tokens) == (
+        first.id, first.output_text, first.usage.input_tokens)
+    deleted = client.responses.delete(first.id)
+    assert deleted is None  # the SDK returns nothing for a 200
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):  # its conversation went with it
+        client.responses.create(model="m", input="x", previous_response_id=first.id,
+                                max_output_tokens=2)
+    unstored = client.responses.create(model="m", input="Hi", max_output_tokens=2, store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)

@@ -29,6 +29,7 @@ from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, grammar_for
 from vlmserve.http.conversation import compose, fit_and_render, prompt_budget
 from vlmserve.http.engine_holder import LoadedModel
+from vlmserve.http.errors import NotFoundError
 from vlmserve.http.generation import Generation, collect_text, error_for
 from vlmserve.http.responses_input import input_messages
 from vlmserve.http.responses_output import ResponseOutput, usage
@@ -70,11 +71,13 @@ class ResponsesJob:
             return [text] if text else []
         return parser.feed(text) + (parser.finish() if final else [])
 
-    def store(self, services: Services, output: ResponseOutput) -> None:
+    def store(self, services: Services, output: ResponseOutput,
+              response: dict[str, Any]) -> None:
         """Keep the conversation (without this request's instructions) plus the answer,
-        under the response id, for ``previous_response_id``."""
+        under the response id, for ``previous_response_id``; and the response object."""
         if not self.body.store:
             return
+        services.responses.put(response)
         text = output.text
         reply = ChatMessage("assistant", (TextPart(text),) if text else (),
                             tool_calls=output.calls)
@@ -188,6 +191,22 @@ def responses_router(services: Services) -> APIRouter:
                                         on_close=generation.close,
                                         media_type="text/event-stream", headers=SSE_HEADERS)
 
+    @router.get("/responses/{response_id}")
+    async def retrieve_response(response_id: str) -> JSONResponse:
+        response = services.responses.get(response_id)
+        if response is None:
+            raise NotFoundError(f"no stored response {response_id[:64]!r}")
+        return JSONResponse(response)
+
+    @router.delete("/responses/{response_id}")
+    async def delete_response(response_id: str) -> JSONResponse:
+        found = services.responses.delete(response_id)
+        if found:
+            services.sessions.delete(response_id)
+        else:
+            raise NotFoundError(f"no stored response {response_id[:64]!r}")
+        return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
     return router
 
 
@@ -205,8 +224,9 @@ async def _complete(services: Services, rjob: ResponsesJob, generation: Generati
     for piece in rjob.pieces(text, parser, final=True):
         output.add(piece)
     output.finish()
-    rjob.store(services, output)
-    return JSONResponse(rjob.response(_status(final), output, final))
+    response = rjob.response(_status(final), output, final)
+    rjob.store(services, output, response)
+    return JSONResponse(response)
 
 
 async def _stream(services: Services, rjob: ResponsesJob,
@@ -240,7 +260,7 @@ async def _stream(services: Services, rjob: ResponsesJob,
             failed["error"] = {"code": error.code, "message": error.message}
             yield event({"type": "response.failed", "response": failed})
             return
-        rjob.store(services, output)
         status = _status(delta)
-        yield event({"type": f"response.{status}", "response": rjob.response(status, output,
-                                                                               delta)})
+        response = rjob.response(status, output, delta)
+        rjob.store(services, output, response)
+        yield event({"type": f"response.{status}", "response": response})
