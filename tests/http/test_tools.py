@@ -230,3 +230,18 @@ def test_image_in_assistant_message_is_refused(client: openai.OpenAI) -> None:
                                                "image_url": {"url": IMAGE}}]},
             user_turn(image=False)])
     assert "only user and tool messages" in info.value.response.json()["error"]["message"]
+
+
+def test_sdk_stream_helper_accumulates_the_call(client: openai.OpenAI) -> None:
+    # The SDK's own accumulator (client.chat.completions.stream) ends with the same call.
+    params = dict(model="m", messages=[user_turn()], tools=TOOLS, max_tokens=200,
+                  temperature=0, tool_choice={"type": "function", "function": {"name": "zoom"}})
+    plain = client.chat.completions.create(**params).choices[0].message.tool_calls[0]
+    with client.chat.completions.stream(**params) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion().choices[0]
+    assert final.finish_reason == "tool_calls"
+    call = final.message.tool_calls[0]
+    assert (call.function.name, call.function.arguments) == (plain.function.name,
+                                                             plain.function.arguments)

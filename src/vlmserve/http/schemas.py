@@ -253,9 +253,11 @@ class ChatCompletionChunk(BaseModel):
 
     def sse_json(self) -> str:
         """Compact JSON with only what was set (a content delta carries no ``role``, a
-        plain chunk no ``usage``), ``object`` always included."""
+        plain chunk no ``usage``), ``object`` and each choice's ``index`` always included."""
         data = self.model_dump(mode="json", exclude_unset=True)
         data["object"] = self.object
+        for dumped, choice in zip(data.get("choices", []), self.choices, strict=True):
+            dumped["index"] = choice.index  # always sent: SDK accumulators index by it
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
