@@ -159,7 +159,8 @@ def plan_tools(tools: list[ToolDefinition] | None, tool_choice: ToolChoice | Non
     if choice == "required":
         grammar = forced_call_grammar([t.function for t in tools], parallel)
         return ToolPlan(rendered, grammar, names)
-    assert isinstance(choice, NamedToolChoice)
+    if not isinstance(choice, NamedToolChoice):
+        raise RequestError("tool_choice must be none, auto, required or a named function")
     wanted = choice.function.name
     chosen = [t.function for t in tools if t.function.name == wanted]
     if not chosen:
