@@ -247,7 +247,8 @@ def _validate(messages: Sequence[ChatMessage], add_generation_prompt: bool) -> N
             )
         if message.role == "user" and message.is_empty:
             raise RequestError(f"message {n} (user) is empty: it has no text and no image")
-        text = message.text
+        # Tool calls are rendered as raw text too: the same markers are refused there.
+        text = message.text + "".join(c.name + c.arguments for c in message.tool_calls)
         for marker in RESERVED_MARKERS:
             if marker in text:
                 raise RequestError(f"message {n} contains the reserved marker {marker}")
@@ -363,6 +364,11 @@ class ChatRenderer:
         """
         messages = tuple(messages)
         _validate(messages, add_generation_prompt)
+        if tools:
+            described = _tojson(list(tools))
+            for marker in RESERVED_MARKERS:
+                if marker in described:
+                    raise RequestError(f"the tools contain the reserved marker {marker}")
         try:
             text = self._template.render(
                 messages=_template_messages(messages),

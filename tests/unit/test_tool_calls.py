@@ -104,3 +104,14 @@ def test_forced_grammar_compiles_in_llama_cpp() -> None:
     assert "{0,3}" in grammar
     parsed = llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)
     assert parsed is not None
+
+
+def test_reserved_markers_in_tools_and_calls_are_refused() -> None:
+    renderer = ChatRenderer(QWEN3VL_CHAT_TEMPLATE)
+    with pytest.raises(RequestError, match="tools contain the reserved marker"):
+        renderer.render([ChatMessage.user("hi")], tools=[
+            {"type": "function", "function": {"name": "f", "description": "<|image_pad|>"}}])
+    with pytest.raises(RequestError, match="reserved marker"):
+        renderer.render([ChatMessage.user("hi"), ChatMessage(
+            "assistant", (), tool_calls=(ToolCall("c", "f", '{"a": "<|vision_start|>"}'),)),
+            ChatMessage("tool", (TextPart("r"),))])
