@@ -122,6 +122,7 @@ def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | No
         "seed": body.seed,
     }
     return SamplingParams(max_tokens=max_tokens, stop=body.stop_strings, grammar=grammar,
+                          logprobs=body.n_top_logprobs,
                           **{k: v for k, v in given.items() if v is not None})
 
 

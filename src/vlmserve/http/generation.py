@@ -16,7 +16,7 @@ from vlmserve.engine.client import EngineClient
 from vlmserve.errors import EngineError, VlmserveError
 from vlmserve.http.errors import RequestAbortedError
 from vlmserve.http.metrics import Metrics
-from vlmserve.types import FinishReason, Request, TokenDelta
+from vlmserve.types import FinishReason, Request, TokenDelta, TokenLogprob
 
 Receive = Callable[[], Awaitable[dict]]
 
@@ -79,6 +79,7 @@ class Generation:
         self._first: TokenDelta | None = None
         self._abort_reason: str | None = None
         self.final: TokenDelta | None = None  # the last delta, once the request ended
+        self.logprobs: list[TokenLogprob] = []  # every delta's, when the request asked
 
     @property
     def error(self) -> VlmserveError | None:
@@ -113,10 +114,12 @@ class Generation:
         if self._first is None or self._iter is None:
             raise RuntimeError("start() first")
         first, self._first = self._first, None
+        self.logprobs.extend(first.logprobs)
         yield first
         if first.finished:
             return
         async for delta in self._iter:
+            self.logprobs.extend(delta.logprobs)
             if delta.finished:
                 self._record(delta)
             yield delta

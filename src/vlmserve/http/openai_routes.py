@@ -23,6 +23,7 @@ from vlmserve.http.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     FunctionCall,
@@ -126,7 +127,9 @@ async def _complete(services: Services, job: CompletionJob, request: Request) ->
         created=job.created,
         model=job.model.model_id,
         choices=[Choice(message=message, finish_reason=_finish_name(final.finish_reason,
-                                                                   bool(calls)))],
+                                                                   bool(calls)),
+                        logprobs=(ChoiceLogprobs.of(generation.logprobs)
+                                  if job.request.sampling.logprobs is not None else None))],
         usage=job.usage(final.stats),
         x_vlmserve=job.extension(final.stats),
     )
@@ -143,8 +146,12 @@ def _finish_name(reason: FinishReason | None, called: bool) -> str:
 
 async def _sse(services: Services, job: CompletionJob,
                generation: Generation) -> AsyncIterator[str]:
-    def chunk(delta: Delta | None = None, **fields: object) -> str:
-        choices = [ChunkChoice(delta=delta, finish_reason=None)] if delta is not None else []
+    def chunk(delta: Delta | None = None, logprobs: ChoiceLogprobs | None = None,
+              **fields: object) -> str:
+        # logprobs is set only when asked: unset fields are left out of the chunk.
+        extra = {"logprobs": logprobs} if logprobs is not None else {}
+        choices = ([ChunkChoice(delta=delta, finish_reason=None, **extra)]
+                   if delta is not None else [])
         body = ChatCompletionChunk(id=job.id, created=job.created, model=job.model.model_id,
                                    choices=choices, **fields)
         return sse_event(body.sse_json())
@@ -153,13 +160,16 @@ async def _sse(services: Services, job: CompletionJob,
     parts: list[str] = []
     n_calls = 0
 
-    def pieces_out(pieces: list[Piece]) -> list[str]:
+    def pieces_out(pieces: list[Piece], logprobs: ChoiceLogprobs | None = None) -> list[str]:
+        """Chunks for the pieces; ``logprobs`` (an engine delta's tokens) ride on the first
+        text chunk, or on a chunk of their own when there is none (a call holds text)."""
         nonlocal n_calls
         events: list[str] = []
         for piece in pieces:
             if isinstance(piece, str):
                 parts.append(piece)
-                events.append(chunk(Delta(content=piece)))
+                events.append(chunk(Delta(content=piece), logprobs=logprobs))
+                logprobs = None
                 continue
             # A call streams as OpenAI's do: its name first, then its arguments.
             events.append(chunk(Delta(tool_calls=[ToolCallDelta(
@@ -168,13 +178,18 @@ async def _sse(services: Services, job: CompletionJob,
             events.append(chunk(Delta(tool_calls=[ToolCallDelta(
                 index=n_calls, function=FunctionCallDelta(arguments=piece.arguments))])))
             n_calls += 1
+        if logprobs is not None:
+            events.append(chunk(Delta(), logprobs=logprobs))
         return events
 
     yield chunk(Delta(role="assistant", content=""))
+    asked = job.request.sampling.logprobs is not None
     async for delta in generation.deltas():
-        if delta.text:
-            for event in pieces_out(parser.feed(delta.text) if parser else [delta.text]):
-                yield event
+        logprobs = ChoiceLogprobs.of(delta.logprobs) if asked and delta.logprobs else None
+        text = delta.text
+        pieces = (parser.feed(text) if parser else [text]) if text else []
+        for event in pieces_out(pieces, logprobs):
+            yield event
         if not delta.finished:
             continue
         if parser is not None:

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vlmserve.errors import RequestError
 from vlmserve.http.tools import ToolChoice, ToolDefinition
+from vlmserve.types import TokenLogprob
 
 # ---------------------------------------------------------------------------- requests
 
@@ -105,6 +107,7 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -113,12 +116,14 @@ class ChatCompletionRequest(_Lenient):
     session_id: str | None = Field(None, description="server-side conversation to continue")
     template: str | None = Field(None, description="prompt template name (see docs)")
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
+    @property
+    def n_top_logprobs(self) -> int | None:
+        """The engine's ``SamplingParams.logprobs``: ``None`` unless ``logprobs`` is set."""
+        if not self.logprobs:
+            if self.top_logprobs is not None:
+                raise RequestError("top_logprobs needs logprobs: true")
+            return None
+        return self.top_logprobs or 0
 
     @field_validator("stop")
     @classmethod
@@ -195,11 +200,35 @@ class ResponseMessage(BaseModel):
     tool_calls: list[ResponseToolCall] | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut]
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> ChoiceLogprobs:
+        """OpenAI's shape: each token as text (invalid UTF-8 shown as U+FFFD) and bytes."""
+        def text(raw: bytes) -> str:
+            return raw.decode("utf-8", errors="replace")
+        return cls(content=[TokenLogprobOut(
+            token=text(e.bytes), logprob=e.logprob, bytes=list(e.bytes),
+            top_logprobs=[TopLogprob(token=text(b), logprob=v, bytes=list(b))
+                          for _, b, v in e.top]) for e in entries])
+
+
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: FinishReasonName
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -237,7 +266,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: FinishReasonName | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
