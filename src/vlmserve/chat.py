@@ -23,8 +23,11 @@ from vlmserve.chat_template import IMAGE_PLACEHOLDER, QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import ContextOverflowError, RequestError, VlmserveError
 from vlmserve.types import PreparedImage, Prompt, PromptPart
 
-Role = Literal["system", "user", "assistant"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+# Roles whose messages may carry images: a user's question, and a tool's result (Qwen3-VL's
+# template renders images inside <tool_response>, e.g. a screenshot a GUI agent took).
+IMAGE_ROLES: tuple[str, ...] = ("user", "tool")
 
 # Strings that mean "an image goes here" to Qwen3-VL or to llama.cpp's mtmd (its default
 # media marker). Text parts are tokenized with special-token parsing on, so one of these
@@ -92,6 +95,30 @@ MessagePart = TextPart | ImagePart
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the assistant made: its id, the function's name, JSON arguments.
+
+    ``arguments`` is the JSON text of an object, as OpenAI's API carries it.
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def template_dict(self) -> dict[str, Any]:
+        """The call as chat templates expect it (Hugging Face's convention): arguments as
+        an object when they parse, else the text as given."""
+        text = neutralize_control_tokens(self.arguments)  # rendered as message text is
+        try:
+            arguments: Any = json.loads(text)
+        except ValueError:
+            arguments = text
+        return {"id": self.id, "type": "function",
+                "function": {"name": neutralize_control_tokens(self.name),
+                             "arguments": arguments}}
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message of a conversation: a role and its parts, in order.
 
@@ -101,12 +128,17 @@ class ChatMessage:
 
     role: Role
     parts: tuple[MessagePart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant messages only
+    tool_call_id: str | None = None  # tool messages: which call this result answers
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise RequestError(
-                f"unknown message role {self.role!r}; expected system, user or assistant"
+                f"unknown message role {self.role!r}; expected system, user, assistant or tool"
             )
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        if self.tool_calls and self.role != "assistant":
+            raise RequestError(f"a {self.role} message cannot carry tool calls")
         parts = tuple(self.parts)  # accept any iterable, store a tuple (hashable, immutable)
         for part in parts:
             if not isinstance(part, (TextPart, ImagePart)):
@@ -208,19 +240,22 @@ def _validate(messages: Sequence[ChatMessage], add_generation_prompt: bool) -> N
                 )
         else:
             seen_other = True
-        if message.role != "user" and message.images:
+        if message.role not in IMAGE_ROLES and message.images:
             raise RequestError(
-                f"message {n} ({message.role}) has an image; only user messages may carry images"
+                f"message {n} ({message.role}) has an image; only user and tool messages "
+                "may carry images"
             )
         if message.role == "user" and message.is_empty:
             raise RequestError(f"message {n} (user) is empty: it has no text and no image")
-        text = message.text
+        # Tool calls are rendered as raw text too: the same markers are refused there.
+        text = message.text + "".join(c.name + c.arguments for c in message.tool_calls)
         for marker in RESERVED_MARKERS:
             if marker in text:
                 raise RequestError(f"message {n} contains the reserved marker {marker}")
-    if add_generation_prompt and messages[-1].role != "user":
+    if add_generation_prompt and messages[-1].role not in ("user", "tool"):
         raise RequestError(
-            f"the last message must be from the user, not from the {messages[-1].role}"
+            f"the last message must be from the user (or a tool's result), not from the "
+            f"{messages[-1].role}"
         )
 
 
@@ -249,7 +284,12 @@ def _template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             ]
         else:
             content = neutralize_control_tokens(message.text)
-        out.append({"role": message.role, "content": content})
+        entry: dict[str, Any] = {"role": message.role, "content": content}
+        if message.tool_calls:
+            entry["tool_calls"] = [call.template_dict() for call in message.tool_calls]
+        if message.tool_call_id is not None:
+            entry["tool_call_id"] = message.tool_call_id
+        out.append(entry)
     return out
 
 
@@ -306,12 +346,15 @@ class ChatRenderer:
         """
         return cls(chat_template or QWEN3VL_CHAT_TEMPLATE)
 
-    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> Prompt:
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True,
+               tools: Sequence[dict[str, Any]] | None = None) -> Prompt:
         """Render ``messages``; each image takes the place of one ``IMAGE_PLACEHOLDER``.
 
         The placeholder (vision markers included) is replaced whole, because llama.cpp's
         mtmd wraps every image in ``<|vision_start|>``/``<|vision_end|>`` itself. Text
-        between adjacent images is omitted when empty.
+        between adjacent images is omitted when empty. ``tools`` (OpenAI's tool dicts) are
+        passed to the template, which describes them to the model (Qwen3-VL's: a
+        ``# Tools`` system block); ``None`` or empty renders no tool block.
 
         Raises ``RequestError`` for an empty conversation, an unknown role, a system message
         after the first non-system one, an image outside a user message, an empty user
@@ -321,10 +364,16 @@ class ChatRenderer:
         """
         messages = tuple(messages)
         _validate(messages, add_generation_prompt)
+        if tools:
+            described = _tojson(list(tools))
+            for marker in RESERVED_MARKERS:
+                if marker in described:
+                    raise RequestError(f"the tools contain the reserved marker {marker}")
         try:
             text = self._template.render(
                 messages=_template_messages(messages),
                 add_generation_prompt=add_generation_prompt,
+                tools=list(tools) if tools else None,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
             )
@@ -340,14 +389,15 @@ class ChatRenderer:
         return _interleave(text, images)
 
     def token_counter(
-        self, count_prompt: Callable[[Prompt], int]
+        self, count_prompt: Callable[[Prompt], int],
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> Callable[[Sequence[ChatMessage]], int]:
         """A ``count_tokens`` for ``fit_to_budget``: render with this renderer, then count.
 
         ``count_prompt`` measures a rendered ``Prompt`` (text tokens plus image tokens), e.g.
         the engine's tokenizer-backed counter.
         """
-        return lambda messages: count_prompt(self.render(messages))
+        return lambda messages: count_prompt(self.render(messages, tools=tools))
 
 
 # ---------------------------------------------------------------------------- sliding window

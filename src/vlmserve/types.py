@@ -23,6 +23,21 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"  # the engine failed for this request
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability under the model (log-softmax of the raw logits
+    at its position, before temperature, penalties or grammar), and the likeliest
+    alternatives there, most likely first, as (token id, bytes, logprob)."""
+
+    token: int
+    bytes: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. ``temperature == 0`` means greedy (argmax)."""
@@ -36,6 +51,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF text, for structured (JSON-schema) output
+    # Log-probabilities: None = off (no cost); N = the sampled token's plus the N likeliest.
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -54,6 +71,9 @@ class SamplingParams:
             raise RequestError(f"seed must be in [0, 2**32), got {self.seed}")
         if len(self.stop) > 16 or any(not s for s in self.stop):
             raise RequestError("stop must be at most 16 non-empty strings")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise RequestError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], "
+                               f"got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
@@ -167,6 +187,7 @@ class TokenDelta:
     request_id: str
     text: str = ""
     token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
     error: VlmserveError | None = None

@@ -336,3 +336,16 @@ def test_image_token_cap_trades_detail_for_speed(start_server) -> None:
     # 768x768 is 576 tokens by default; capped, mtmd scales it down to at most 64
     assert 8 <= answer.x_vlmserve["image_tokens"] <= 64
     assert answer.usage.prompt_tokens < 100
+
+
+def test_sdk_stream_helper_gets_the_plain_answer(client: openai.OpenAI) -> None:
+    # client.chat.completions.stream accumulates chunks by choice index: every chunk's
+    # choices must carry "index".
+    params = dict(model="qwen3-vl", messages=[image_message()], max_tokens=8, temperature=0)
+    plain = client.chat.completions.create(**params).choices[0].message.content
+    with client.chat.completions.stream(**params) as stream:
+        try:
+            final = stream.get_final_completion()
+        except openai.LengthFinishReasonError as exc:  # the helper's way to say "length"
+            final = exc.completion
+    assert final.choices[0].message.content == plain

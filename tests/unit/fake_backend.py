@@ -163,6 +163,10 @@ class FakeBackend:
     def sample(self, sampler: FakeSampler, batch_index: int) -> int:
         return int.from_bytes(self._logits[batch_index][:4], "little") % EOG
 
+    def logprobs(self, batch_index: int, token: int, n_top: int,
+                 ) -> tuple[float, tuple[tuple[int, float], ...]]:
+        return -1.0, tuple((t, -1.0 - n) for n, t in enumerate(range(token, token + n_top)))
+
     def is_eog(self, token: int) -> bool:
         return token == EOG
 

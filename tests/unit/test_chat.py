@@ -199,7 +199,7 @@ def test_message_helpers():
         ([ChatMessage.user("Hi"), ChatMessage.system("late"), ChatMessage.user("x")],
          "system messages must come first"),
         ([ChatMessage("assistant", (ImagePart(image(1)),)), ChatMessage.user("x")],
-         "only user messages may carry images"),
+         "only user and tool messages may carry images"),
         ([ChatMessage.user("try <|image_pad|> here")], "reserved marker <|image_pad|>"),
         ([ChatMessage.user("try <__media__> here")], "reserved marker"),
     ],
@@ -212,8 +212,8 @@ def test_bad_conversations_raise_request_error(renderer, messages, fragment):
 
 
 def test_unknown_role_is_a_request_error():
-    with pytest.raises(RequestError, match="unknown message role 'tool'"):
-        ChatMessage("tool", (TextPart("x"),))  # type: ignore[arg-type]
+    with pytest.raises(RequestError, match="unknown message role 'function'"):
+        ChatMessage("function", (TextPart("x"),))  # type: ignore[arg-type]
 
 
 def test_template_that_drops_images_is_reported_as_template_problem():

@@ -244,3 +244,31 @@ def test_close_never_frees_the_backend_under_a_running_decode():
     gate.set()
     client.close(timeout=10)
     assert backend.closed
+
+
+def test_logprobs_only_for_requests_that_ask_and_one_per_token(harnesses, monkeypatch):
+    backend = FakeBackend(n_parallel=2)
+    calls: list[str] = []
+    real = backend.logprobs
+
+    def counted(batch_index: int, token: int, n_top: int):
+        calls.append("x")
+        return real(batch_index, token, n_top)
+
+    monkeypatch.setattr(backend, "logprobs", counted)
+    h = harnesses(backend)
+    h.send("plain", Prompt(("<s>user hello\n",)), max_tokens=6)
+    h.result("plain")
+    assert calls == []  # nobody asked: nothing computed
+    q: queue.Queue = queue.Queue()
+    h.loop.submit(Request("asks", Prompt(("<s>user hello\n",)),
+                          SamplingParams(max_tokens=6, temperature=0.0, logprobs=3)), q.put)
+    ids, entries = [], []
+    while True:
+        delta = q.get(timeout=20)
+        ids.extend(delta.token_ids)
+        entries.extend(delta.logprobs)
+        if delta.finished:
+            break
+    assert [e.token for e in entries] == ids and ids
+    assert all(len(e.top) == 3 and e.bytes == backend.token_bytes(e.token) for e in entries)

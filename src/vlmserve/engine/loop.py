@@ -35,7 +35,7 @@ from vlmserve.errors import (
     RequestError,
     VlmserveError,
 )
-from vlmserve.types import FinishReason, Request, RequestStats, TokenDelta
+from vlmserve.types import FinishReason, Request, RequestStats, TokenDelta, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,20 @@ class EngineLoop:
                     if slot.state is SlotState.PREFILL:
                         slot.state = SlotState.DECODE
                         job.t_prompt_done = time.perf_counter()
-                    self._accept(slot, self.backend.sample(job.sampler, i - start))
+                    token = self.backend.sample(job.sampler, i - start)
+                    if job.request.sampling.logprobs is not None:  # only when asked
+                        self._note_logprob(job, i - start, token)
+                    self._accept(slot, token)
+
+    def _note_logprob(self, job: Job, batch_index: int, token: int) -> None:
+        """Keep the sampled token's logprob (and the top alternatives) for its delta."""
+        if self.backend.is_eog(token):
+            return  # the end-of-turn token is not output, so it has no entry
+        n_top = job.request.sampling.logprobs or 0
+        value, top = self.backend.logprobs(batch_index, token, n_top)
+        token_bytes = self.backend.token_bytes
+        job.pending_logprobs.append(TokenLogprob(
+            token, token_bytes(token), value, tuple((t, token_bytes(t), v) for t, v in top)))
 
     def _account_tokens(self, plan: StepPlan) -> None:
         """What the slots' KV will hold once the step's tokens are in."""
@@ -416,8 +429,10 @@ class EngineLoop:
         job.pending_ids.append(token)
         text = job.detok.push(token)
         if text:
-            job.emit(TokenDelta(job.request_id, text, tuple(job.pending_ids)))
+            job.emit(TokenDelta(job.request_id, text, tuple(job.pending_ids),
+                                logprobs=tuple(job.pending_logprobs)))
             job.pending_ids.clear()
+            job.pending_logprobs.clear()
         if job.detok.stopped:
             self._finish(slot, FinishReason.STOP)
         elif job.n_completion >= job.request.sampling.max_tokens:
@@ -490,6 +505,7 @@ class EngineLoop:
         slot.job, slot.state, slot.last_used = None, SlotState.IDLE, time.monotonic()
         self.counters.finished[reason] += 1
         job.emit(TokenDelta(job.request_id, tail, tuple(job.pending_ids),
+                            logprobs=tuple(job.pending_logprobs),
                             finish_reason=reason, stats=stats, error=error))
 
     def _fail_slot(self, slot: Slot, error: VlmserveError) -> None:

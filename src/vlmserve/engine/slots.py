@@ -12,7 +12,7 @@ import numpy as np
 from vlmserve.engine.backend import ImageChunk, SamplerHandle
 from vlmserve.engine.detokenize import IncrementalDetokenizer
 from vlmserve.engine.prefix_cache import ImageUnit, Unit, cells_in
-from vlmserve.types import Request, TokenDelta
+from vlmserve.types import Request, TokenDelta, TokenLogprob
 
 
 class SlotState(enum.Enum):
@@ -40,6 +40,7 @@ class Job:
     detok: IncrementalDetokenizer | None = None
     pending_token: int | None = None  # sampled, not yet decoded
     pending_ids: list[int] = field(default_factory=list)  # ids not yet sent in a delta
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)  # theirs, if asked
     n_completion: int = 0
     pinned: list[str] = field(default_factory=list)  # image-cache keys held
     cached_tokens: int = 0

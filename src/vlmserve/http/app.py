@@ -21,6 +21,7 @@ from vlmserve.http.limits import BodySizeLimit
 from vlmserve.http.metrics import ResponseCounter
 from vlmserve.http.openai_routes import openai_router
 from vlmserve.http.ops_routes import ops_router
+from vlmserve.http.responses_routes import responses_router
 from vlmserve.http.services import Services
 from vlmserve.settings import ServerSettings
 
@@ -69,6 +70,7 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
     app.include_router(ops_router(services))
+    app.include_router(responses_router(services))  # before openai_router's /v1 catch-all
     app.include_router(openai_router(services))
     if settings.ui:
         from vlmserve.http.ui import mount_ui  # imports Gradio: seconds, so only when needed

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from vlmserve.chat import ChatMessage
+from vlmserve.chat import ChatMessage, TextPart, ToolCall
 from vlmserve.errors import RequestError
 from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.http.conversation import (
@@ -32,6 +32,7 @@ from vlmserve.http.schemas import (
     VlmserveExtension,
 )
 from vlmserve.http.services import Services
+from vlmserve.http.tools import NO_TOOLS, ToolPlan, plan_tools
 from vlmserve.templates import PromptTemplate
 from vlmserve.types import Request, RequestStats, SamplingParams
 
@@ -49,12 +50,15 @@ class CompletionJob:
     template: str | None
     stream: bool
     include_usage: bool
+    tools: ToolPlan = NO_TOOLS
 
-    def store_turn(self, services: Services, answer: str) -> None:
+    def store_turn(self, services: Services, answer: str | None,
+                   calls: tuple[ToolCall, ...] = ()) -> None:
         """Save the conversation so far (as trimmed) plus the answer in the session."""
         if self.session_id is not None:
-            services.sessions.replace(self.session_id,
-                                      [*self.chat.messages, ChatMessage.assistant(answer)])
+            parts = (TextPart(answer),) if answer else ()
+            reply = ChatMessage("assistant", parts, tool_calls=calls)
+            services.sessions.replace(self.session_id, [*self.chat.messages, reply])
 
     def usage(self, stats: RequestStats) -> Usage:
         return Usage(
@@ -85,9 +89,14 @@ class CompletionJob:
 
 
 def grammar_for(response_format: ResponseFormat | None,
-                template: PromptTemplate | None) -> str | None:
-    """The sampler grammar: the request's ``response_format`` first, else the template's
-    JSON schema (a template like ``safety`` answers JSON by design)."""
+                template: PromptTemplate | None, tools: ToolPlan = NO_TOOLS) -> str | None:
+    """The sampler grammar: a forced tool call's, else the request's ``response_format``,
+    else the template's JSON schema (a template like ``safety`` answers JSON by design)."""
+    if tools.grammar is not None:
+        if response_format is not None and response_format.type != "text":
+            raise RequestError("response_format cannot be combined with tool_choice "
+                               "required or a named function: the call's grammar decides")
+        return tools.grammar
     if response_format is not None:
         if response_format.type == "json_object":
             return json_object_grammar()
@@ -113,6 +122,7 @@ def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | No
         "seed": body.seed,
     }
     return SamplingParams(max_tokens=max_tokens, stop=body.stop_strings, grammar=grammar,
+                          logprobs=body.n_top_logprobs,
                           **{k: v for k, v in given.items() if v is not None})
 
 
@@ -126,7 +136,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     """
     settings = services.settings
     template = services.templates.get(body.template) if body.template else None
-    grammar = grammar_for(body.response_format, template)
+    tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+    grammar = grammar_for(body.response_format, template, tools)
     max_tokens = body.reply_limit or settings.max_tokens
     sampling = sampling_for(body, max_tokens, grammar)  # validates before images are decoded
 
@@ -135,7 +146,7 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,
                            max_tokens)
-    chat = await asyncio.to_thread(fit_and_render, model, messages, budget)
+    chat = await asyncio.to_thread(fit_and_render, model, messages, budget, tools.rendered)
 
     job_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     return CompletionJob(
@@ -148,4 +159,5 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         template=template.name if template else None,
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        tools=tools,
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from vlmserve.chat import ChatMessage, ImagePart, MessagePart, TextPart, fit_to_budget
+from vlmserve.chat import ChatMessage, ImagePart, MessagePart, TextPart, ToolCall, fit_to_budget
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.schemas import RequestMessage, TextContentPart
@@ -35,7 +36,8 @@ class PreparedChat:
 
 async def to_chat_messages(messages: Sequence[RequestMessage],
                            images: ImageLoader) -> list[ChatMessage]:
-    """API messages to ``ChatMessage``s, images decoded. ``developer`` counts as system."""
+    """API messages to ``ChatMessage``s, images decoded. ``developer`` counts as system;
+    an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` are kept."""
     out: list[ChatMessage] = []
     for message in messages:
         role = "system" if message.role == "developer" else message.role
@@ -50,7 +52,10 @@ async def to_chat_messages(messages: Sequence[RequestMessage],
                         parts.append(TextPart(part.text))
                 else:
                     parts.append(ImagePart(await images.load(part.image_url.url)))
-        out.append(ChatMessage(role, tuple(parts)))
+        calls = tuple(ToolCall(call.id, call.function.name, call.function.arguments)
+                      for call in message.tool_calls or ())
+        out.append(ChatMessage(role, tuple(parts), tool_calls=calls,
+                               tool_call_id=message.tool_call_id))
     return out
 
 
@@ -86,15 +91,16 @@ def prompt_budget(context_budget: int, n_ctx_per_slot: int, max_tokens: int) -> 
     return window - reserve
 
 
-def fit_and_render(model: LoadedModel, messages: Sequence[ChatMessage],
-                   budget: int) -> PreparedChat:
+def fit_and_render(model: LoadedModel, messages: Sequence[ChatMessage], budget: int,
+                   tools: Sequence[dict[str, Any]] | None = None) -> PreparedChat:
     """Trim to ``budget`` and render (CPU work: tokenizes; call it from a worker thread).
+    ``tools`` go to the chat template (their description counts against the budget).
 
     Raises ``RequestError`` for a malformed conversation and ``ContextOverflowError``
     when even the system prompt plus the newest turn do not fit.
     """
-    counter = model.renderer.token_counter(model.engine.count_prompt_tokens)
+    counter = model.renderer.token_counter(model.engine.count_prompt_tokens, tools)
     trim = fit_to_budget(messages, budget, counter)
-    prompt = model.renderer.render(trim.messages)
+    prompt = model.renderer.render(trim.messages, tools=tools)
     return PreparedChat(prompt, trim.messages, trim.prompt_tokens, trim.dropped_turns,
                         trim.dropped_images)

@@ -10,13 +10,15 @@ away, and the engine frees the slot at its next step.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import EngineError, VlmserveError
 from vlmserve.http.errors import RequestAbortedError
 from vlmserve.http.metrics import Metrics
-from vlmserve.types import FinishReason, Request, TokenDelta
+from vlmserve.types import FinishReason, Request, TokenDelta, TokenLogprob
+
+Receive = Callable[[], Awaitable[dict]]
 
 
 def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveError:
@@ -77,6 +79,7 @@ class Generation:
         self._first: TokenDelta | None = None
         self._abort_reason: str | None = None
         self.final: TokenDelta | None = None  # the last delta, once the request ended
+        self.logprobs: list[TokenLogprob] = []  # every delta's, when the request asked
 
     @property
     def error(self) -> VlmserveError | None:
@@ -111,10 +114,12 @@ class Generation:
         if self._first is None or self._iter is None:
             raise RuntimeError("start() first")
         first, self._first = self._first, None
+        self.logprobs.extend(first.logprobs)
         yield first
         if first.finished:
             return
         async for delta in self._iter:
+            self.logprobs.extend(delta.logprobs)
             if delta.finished:
                 self._record(delta)
             yield delta
@@ -142,3 +147,39 @@ class Generation:
             self._in_flight.discard(self)
         self._metrics.observe_finished(self._source, delta.finish_reason or FinishReason.ERROR,
                                        delta.stats, self._dropped_turns)
+
+
+async def collect_text(generation: Generation, request: object) -> str | None:
+    """Start ``generation``, run it to its end and return its text, for answers given as one
+    body; ``None`` when the client disconnected first (the request is aborted then).
+
+    ``request`` is the Starlette request (its ``receive`` tells of the disconnect). The
+    generation is closed on the way out; read ``generation.final`` / ``.error`` after.
+    """
+    receive: Receive = request.receive  # type: ignore[attr-defined]
+    try:
+        await generation.start()
+        collect = asyncio.ensure_future(_collect(generation))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if collect not in done:  # nobody is left to answer: stop generating
+            collect.cancel()
+            # Let it unwind before close(): the engine's iterator is busy inside that task
+            # until the cancellation reaches it (which is also what aborts the request).
+            await asyncio.gather(collect, return_exceptions=True)
+            return None
+        return collect.result()
+    finally:
+        await generation.close()
+
+
+async def _collect(generation: Generation) -> str:
+    parts = [delta.text async for delta in generation.deltas()]
+    return "".join(parts)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client closes the connection (the body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

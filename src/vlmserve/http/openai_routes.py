@@ -9,8 +9,7 @@ is set, and ``data: [DONE]``. When the client goes away, the engine request is a
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,20 +17,27 @@ from fastapi.responses import JSONResponse, Response
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
 from vlmserve.http.errors import NotFoundError, error_body
-from vlmserve.http.generation import Generation, error_for
+from vlmserve.http.generation import Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FunctionCall,
+    FunctionCallDelta,
     ModelCard,
     ModelList,
     ResponseMessage,
+    ResponseToolCall,
+    ToolCallDelta,
 )
 from vlmserve.http.services import Services
 from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
+from vlmserve.http.tool_calls import Piece, ToolCallParser, split_answer
+from vlmserve.types import FinishReason
 
 SOURCE = "api"  # the metrics label for requests made through this router
 
@@ -92,7 +98,7 @@ def openai_router(services: Services) -> APIRouter:
         # Without this, the page mounted on / would answer unknown /v1 paths with its own
         # 404 body; API clients expect OpenAI's error shape.
         raise NotFoundError(f"no endpoint {request.method} /v1/{path}; this server offers "
-                            "POST /v1/chat/completions and GET /v1/models")
+                            "POST /v1/chat/completions, POST /v1/responses and GET /v1/models")
 
     return router
 
@@ -100,66 +106,95 @@ def openai_router(services: Services) -> APIRouter:
 async def _complete(services: Services, job: CompletionJob, request: Request) -> Response:
     """Run to the end and answer one JSON body; abort if the client disconnects first."""
     generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
-    try:
-        await generation.start()
-        collect = asyncio.ensure_future(_collect(generation))
-        gone = asyncio.ensure_future(_disconnected(request.receive))
-        done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-        gone.cancel()
-        if collect not in done:  # nobody is left to answer: stop generating
-            collect.cancel()
-            # Let it unwind before close(): the engine's iterator is busy inside that task
-            # until the cancellation reaches it (which is also what aborts the request).
-            await asyncio.gather(collect, return_exceptions=True)
-            return Response(status_code=499)
-        text = collect.result()
-    finally:
-        await generation.close()
+    text = await collect_text(generation, request)
+    if text is None:  # nobody is left to answer
+        return Response(status_code=499)
 
     final = generation.final
     if generation.error is not None:
         raise generation.error
     assert final is not None and final.stats is not None  # _collect ran to the last delta
-    job.store_turn(services, text)
+    content: str | None = text
+    calls: list = []
+    if job.tools.parses_calls:
+        content, calls = split_answer(text, job.tools.names)
+    job.store_turn(services, content, tuple(calls))
+    message = ResponseMessage(content=content, tool_calls=[
+        ResponseToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+        for c in calls] or None)
     completion = ChatCompletion(
         id=job.id,
         created=job.created,
         model=job.model.model_id,
-        choices=[Choice(message=ResponseMessage(content=text),
-                        finish_reason=final.finish_reason.value)],
+        choices=[Choice(message=message, finish_reason=_finish_name(final.finish_reason,
+                                                                   bool(calls)),
+                        logprobs=(ChoiceLogprobs.of(generation.logprobs)
+                                  if job.request.sampling.logprobs is not None else None))],
         usage=job.usage(final.stats),
         x_vlmserve=job.extension(final.stats),
     )
     return JSONResponse(completion.model_dump(mode="json"))
 
 
-async def _collect(generation: Generation) -> str:
-    parts = [delta.text async for delta in generation.deltas()]
-    return "".join(parts)
-
-
-async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
-    """Return when the client closes the connection (the body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _finish_name(reason: FinishReason | None, called: bool) -> str:
+    """OpenAI's finish reason: ``tool_calls`` when an answer that ended by itself holds
+    calls (one cut by ``max_tokens`` stays ``length``)."""
+    if called and reason is FinishReason.STOP:
+        return "tool_calls"
+    return (reason or FinishReason.STOP).value
 
 
 async def _sse(services: Services, job: CompletionJob,
                generation: Generation) -> AsyncIterator[str]:
-    def chunk(delta: Delta | None = None, **fields: object) -> str:
-        choices = [ChunkChoice(delta=delta, finish_reason=None)] if delta is not None else []
+    def chunk(delta: Delta | None = None, logprobs: ChoiceLogprobs | None = None,
+              **fields: object) -> str:
+        # logprobs is set only when asked: unset fields are left out of the chunk.
+        extra = {"logprobs": logprobs} if logprobs is not None else {}
+        choices = ([ChunkChoice(delta=delta, finish_reason=None, **extra)]
+                   if delta is not None else [])
         body = ChatCompletionChunk(id=job.id, created=job.created, model=job.model.model_id,
                                    choices=choices, **fields)
         return sse_event(body.sse_json())
 
-    yield chunk(Delta(role="assistant", content=""))
+    parser = ToolCallParser(job.tools.names) if job.tools.parses_calls else None
     parts: list[str] = []
+    n_calls = 0
+
+    def pieces_out(pieces: list[Piece], logprobs: ChoiceLogprobs | None = None) -> list[str]:
+        """Chunks for the pieces; ``logprobs`` (an engine delta's tokens) ride on the first
+        text chunk, or on a chunk of their own when there is none (a call holds text)."""
+        nonlocal n_calls
+        events: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                parts.append(piece)
+                events.append(chunk(Delta(content=piece), logprobs=logprobs))
+                logprobs = None
+                continue
+            # A call streams as OpenAI's do: its name first, then its arguments.
+            events.append(chunk(Delta(tool_calls=[ToolCallDelta(
+                index=n_calls, id=piece.id, type="function",
+                function=FunctionCallDelta(name=piece.name, arguments=""))])))
+            events.append(chunk(Delta(tool_calls=[ToolCallDelta(
+                index=n_calls, function=FunctionCallDelta(arguments=piece.arguments))])))
+            n_calls += 1
+        if logprobs is not None:
+            events.append(chunk(Delta(), logprobs=logprobs))
+        return events
+
+    yield chunk(Delta(role="assistant", content=""))
+    asked = job.request.sampling.logprobs is not None
     async for delta in generation.deltas():
-        if delta.text:
-            parts.append(delta.text)
-            yield chunk(Delta(content=delta.text))
+        logprobs = ChoiceLogprobs.of(delta.logprobs) if asked and delta.logprobs else None
+        text = delta.text
+        pieces = (parser.feed(text) if parser else [text]) if text else []
+        for event in pieces_out(pieces, logprobs):
+            yield event
         if not delta.finished:
             continue
+        if parser is not None:
+            for event in pieces_out(parser.finish()):
+                yield event
         stats = delta.stats
         error = generation.error
         if error is not None or stats is None:
@@ -167,10 +202,12 @@ async def _sse(services: Services, job: CompletionJob,
             error = error or error_for(delta)
             yield sse_event(error_body(error.http_status, error.message, error.code))
             break
-        job.store_turn(services, "".join(parts))
+        calls = tuple(parser.calls) if parser is not None else ()
+        job.store_turn(services, "".join(parts), calls)
         final = ChatCompletionChunk(
             id=job.id, created=job.created, model=job.model.model_id,
-            choices=[ChunkChoice(delta=Delta(), finish_reason=delta.finish_reason.value)],
+            choices=[ChunkChoice(delta=Delta(),
+                                 finish_reason=_finish_name(delta.finish_reason, bool(calls)))],
             x_vlmserve=job.extension(stats),
         )
         yield sse_event(final.sse_json())

@@ -13,6 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vlmserve.errors import RequestError
+from vlmserve.http.tools import ToolChoice, ToolDefinition
+from vlmserve.types import TokenLogprob
+
 # ---------------------------------------------------------------------------- requests
 
 
@@ -44,9 +48,24 @@ class ImageContentPart(_Lenient):
 ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
 
 
+class RequestFunctionCall(_Lenient):
+    name: str
+    arguments: str = "{}"  # JSON text, as OpenAI sends it
+
+
+class RequestToolCall(_Lenient):
+    """A call an earlier assistant message made (sent back with the conversation)."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: RequestFunctionCall
+
+
 class RequestMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[RequestToolCall] | None = None  # assistant messages
+    tool_call_id: str | None = None  # tool messages
 
 
 class StreamOptions(_Lenient):
@@ -88,25 +107,23 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
-    tools: list[Any] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     user: str | None = None
     # vlmserve extensions
     session_id: str | None = Field(None, description="server-side conversation to continue")
     template: str | None = Field(None, description="prompt template name (see docs)")
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise ValueError("tools (function calling) are not supported")
-        return value
+    @property
+    def n_top_logprobs(self) -> int | None:
+        """The engine's ``SamplingParams.logprobs``: ``None`` unless ``logprobs`` is set."""
+        if not self.logprobs:
+            if self.top_logprobs is not None:
+                raise RequestError("top_logprobs needs logprobs: true")
+            return None
+        return self.top_logprobs or 0
 
     @field_validator("stop")
     @classmethod
@@ -163,16 +180,55 @@ class VlmserveExtension(BaseModel):
     template: str | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+FinishReasonName = Literal["stop", "length", "tool_calls"]
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ResponseToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut]
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> ChoiceLogprobs:
+        """OpenAI's shape: each token as text (invalid UTF-8 shown as U+FFFD) and bytes."""
+        def text(raw: bytes) -> str:
+            return raw.decode("utf-8", errors="replace")
+        return cls(content=[TokenLogprobOut(
+            token=text(e.bytes), logprob=e.logprob, bytes=list(e.bytes),
+            top_logprobs=[TopLogprob(token=text(b), logprob=v, bytes=list(b))
+                          for _, b, v in e.top]) for e in entries])
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    finish_reason: FinishReasonName
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -185,16 +241,32 @@ class ChatCompletion(BaseModel):
     x_vlmserve: VlmserveExtension
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed call: the first names it (``id``, ``type``, ``name``), the
+    next ones add to its ``arguments``; ``index`` says which call."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
+    finish_reason: FinishReasonName | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -210,9 +282,11 @@ class ChatCompletionChunk(BaseModel):
 
     def sse_json(self) -> str:
         """Compact JSON with only what was set (a content delta carries no ``role``, a
-        plain chunk no ``usage``), ``object`` always included."""
+        plain chunk no ``usage``), ``object`` and each choice's ``index`` always included."""
         data = self.model_dump(mode="json", exclude_unset=True)
         data["object"] = self.object
+        for dumped, choice in zip(data.get("choices", []), self.choices, strict=True):
+            dumped["index"] = choice.index  # always sent: SDK accumulators index by it
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -18,6 +18,7 @@ from vlmserve.http.engine_holder import EngineHolder, LoadedModel
 from vlmserve.http.generation import Generation, InFlight
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.metrics import Metrics
+from vlmserve.http.response_store import ResponseStore
 from vlmserve.sessions import SessionStore, validate_session_id
 from vlmserve.settings import ServerSettings
 from vlmserve.templates import TemplateRegistry
@@ -64,6 +65,7 @@ class Services:
     images: ImageLoader
     metrics: Metrics
     session_locks: SessionLocks = field(default_factory=SessionLocks)
+    responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses
     in_flight: InFlight = field(default_factory=InFlight)
 
     @classmethod
@@ -84,6 +86,7 @@ class Services:
             images=ImageLoader(settings.image_options(), settings.allow_remote_images,
                                settings.remote_image_timeout_s),
             metrics=Metrics(snapshot),
+            responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
         )
 
     def model(self) -> LoadedModel:

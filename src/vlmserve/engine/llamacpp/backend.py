@@ -28,7 +28,7 @@ from vlmserve.engine.backend import (
     TextChunk,
 )
 from vlmserve.engine.llamacpp.logs import LogCapture
-from vlmserve.engine.llamacpp.sampler import Sampler
+from vlmserve.engine.llamacpp.sampler import Sampler, token_logprobs
 from vlmserve.errors import EngineError, ModelLoadError, RequestError
 from vlmserve.types import PreparedImage, Prompt, SamplingParams
 
@@ -418,6 +418,10 @@ class LlamaBackend:
 
     def sample(self, sampler: Sampler, batch_index: int) -> int:
         return sampler.sample(self._ctx, batch_index)
+
+    def logprobs(self, batch_index: int, token: int, n_top: int,
+                 ) -> tuple[float, tuple[tuple[int, float], ...]]:
+        return token_logprobs(self._ctx, batch_index, self.n_vocab, token, n_top)
 
     # ---- KV memory -----------------------------------------------------------------
     def seq_truncate(self, seq_id: int, pos: int) -> bool:

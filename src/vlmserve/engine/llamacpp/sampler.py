@@ -21,6 +21,29 @@ from vlmserve.errors import EngineError, RequestError
 from vlmserve.types import SamplingParams
 
 
+def token_logprobs(ctx: llama_cpp.llama_context_p, batch_index: int, n_vocab: int,
+                   token: int, n_top: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """Log-softmax over the raw logits at ``batch_index``: ``token``'s value and the
+    ``n_top`` largest (id, value), most likely first.
+
+    Read from llama.cpp's own logits buffer (still valid after sampling, until the next
+    decode), in float64 so a 151,936-entry sum loses nothing. Only requests that ask for
+    logprobs call this: the sampling path itself is unchanged.
+    """
+    ptr = llama_cpp.llama_get_logits_ith(ctx, batch_index)
+    if not ptr:
+        raise EngineError(f"no logits at batch index {batch_index}")
+    logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+    peak = logits.max()
+    log_z = peak + np.log(np.exp(logits - peak).sum())
+    top: tuple[tuple[int, float], ...] = ()
+    if n_top > 0:
+        ids = np.argpartition(-logits, n_top - 1)[:n_top]
+        ids = ids[np.lexsort((ids, -logits[ids]))]  # most likely first, ties by id
+        top = tuple((int(i), float(logits[i] - log_z)) for i in ids)
+    return float(logits[token] - log_z), top
+
+
 class Sampler:
     """A llama.cpp sampler chain for one request (owns the C object).
 
