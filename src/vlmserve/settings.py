@@ -15,7 +15,13 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vlmserve.config import EngineConfig, ImageOptions
+from vlmserve.config import (
+    BUDGET_MAX_TOKENS,
+    QWEN_MIN_TOKENS,
+    EngineConfig,
+    ImageOptions,
+    TokenBudget,
+)
 from vlmserve.errors import ModelNotFoundError, VlmserveError
 
 MIB = 1024 * 1024
@@ -35,8 +41,6 @@ ENGINE_FIELDS = {
     "batch_size": "n_batch",
     "n_gpu_layers": "n_gpu_layers",
     "flash_attn": "flash_attn",
-    "image_min_tokens": "image_min_tokens",
-    "image_max_tokens": "image_max_tokens",
     "image_cache_mb": "image_cache_mb",
     "image_cache_dir": "image_cache_dir",
     "image_cache_disk_mb": "image_cache_disk_mb",
@@ -118,11 +122,6 @@ class ServerSettings(BaseSettings):
     image_cache_disk_mb: int = _engine("image_cache_disk_mb", "disk cache budget, MB", ge=0)
     image_slice: int = _engine("image_slice", "most image KV cells put in per engine step: "
                                "smaller keeps other answers smoother", ge=1)
-    image_max_tokens: int = _engine("image_max_tokens", "cap on vision tokens per image: "
-                                    "trade detail for speed (0: the model's, 4096 for "
-                                    "Qwen3-VL)", ge=0)
-    image_min_tokens: int = _engine("image_min_tokens", "floor on vision tokens per image "
-                                    "(0: the model's)", ge=0)
     max_queue: int = _engine("max_queue", "waiting requests before 503", ge=1)
 
     # -- requests
@@ -136,6 +135,13 @@ class ServerSettings(BaseSettings):
                                              "image", gt=0, le=300)
     image_max_edge: int = _setting(1024, "requests", "resize images to this longest edge",
                                    ge=32, le=8192)
+    image_max_tokens: int = _setting(
+        TokenBudget().max_tokens, "requests", "cap on vision tokens per image (Qwen's "
+        "smart_resize within these bounds): trade detail for speed", ge=QWEN_MIN_TOKENS,
+        le=BUDGET_MAX_TOKENS)
+    image_min_tokens: int = _setting(
+        TokenBudget().min_tokens, "requests", "floor on vision tokens per image (Qwen's: 64; "
+        "grounding and OCR requests raise theirs to 1024)", ge=8, le=BUDGET_MAX_TOKENS)
     image_max_mb: float = _setting(20.0, "requests", "largest image file, MB", gt=0, le=1024)
     max_request_mb: float = _setting(
         0.0, "requests", "largest /v1 request body, MB (0: image_max_mb x 1.4 + 256 kB)", ge=0)
@@ -185,7 +191,13 @@ class ServerSettings(BaseSettings):
         return self.api_key.get_secret_value() or None
 
     def image_options(self) -> ImageOptions:
-        return ImageOptions(max_edge=self.image_max_edge, max_bytes=self.image_max_bytes)
+        try:
+            tokens = TokenBudget(self.image_min_tokens, self.image_max_tokens)
+        except VlmserveError as exc:
+            raise VlmserveError(f"--image-min-tokens / --image-max-tokens: {exc.message}"
+                                ) from None
+        return ImageOptions(max_edge=self.image_max_edge, max_bytes=self.image_max_bytes,
+                            tokens=tokens)
 
     def to_engine_config(self) -> EngineConfig:
         """The engine's configuration; ``ModelNotFoundError`` when no model is set."""

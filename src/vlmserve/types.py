@@ -81,6 +81,27 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ImageGeometry:
+    """What preprocessing did to a photo, to map the model's coordinates back onto it.
+
+    Qwen3-VL answers boxes on a 0-1000 grid of the image it saw; that image is the
+    ``crop_box`` region of the upright photo (EXIF orientation applied), resized to
+    ``size``. ``stored_size`` is the file's pixel grid before the orientation.
+    """
+
+    stored_size: tuple[int, int]  # width, height as stored in the file
+    orientation: int  # the EXIF orientation applied (1: none; 5..8 swap the sides)
+    crop_box: tuple[int, int, int, int]  # left, top, right, bottom in upright pixels
+    size: tuple[int, int]  # width, height the model saw
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """The photo's size as a person sees it (orientation applied)."""
+        w, h = self.stored_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     """A decoded, oriented, resized RGB image, ready for the vision encoder.
 
@@ -92,6 +113,9 @@ class PreparedImage:
     width: int
     height: int
     content_hash: str
+    # Where the pixels came from (None for images not made by prepare_image); not part
+    # of the identity: the same pixels from two photos are the same image to the cache.
+    geometry: ImageGeometry | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.rgb) != self.width * self.height * 3:
@@ -105,9 +129,10 @@ class PreparedImage:
         return h.hexdigest()
 
     @classmethod
-    def from_rgb(cls, rgb: bytes, width: int, height: int) -> PreparedImage:
+    def from_rgb(cls, rgb: bytes, width: int, height: int,
+                 geometry: ImageGeometry | None = None) -> PreparedImage:
         return cls(rgb=rgb, width=width, height=height,
-                   content_hash=cls.hash_pixels(rgb, width, height))
+                   content_hash=cls.hash_pixels(rgb, width, height), geometry=geometry)
 
 
 PromptPart = str | PreparedImage

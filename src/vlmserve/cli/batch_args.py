@@ -7,7 +7,7 @@ import argparse
 from vlmserve.batch.results import FORMATS
 from vlmserve.batch.schema import load_schema_file
 from vlmserve.batch.task import Task, build_task
-from vlmserve.config import ImageOptions
+from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import VlmserveError
 from vlmserve.grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
 from vlmserve.templates import TemplateRegistry
@@ -70,6 +70,10 @@ def task_from_args(args: argparse.Namespace) -> Task:
 
 def image_options(args: argparse.Namespace) -> ImageOptions:
     try:
-        return ImageOptions(max_edge=args.max_edge)
+        tokens = TokenBudget(args.image_min_tokens, args.image_max_tokens)
+    except VlmserveError as exc:
+        raise VlmserveError(f"--image-min-tokens / --image-max-tokens: {exc.message}") from None
+    try:
+        return ImageOptions(max_edge=args.max_edge, tokens=tokens)
     except VlmserveError as exc:
         raise VlmserveError(f"--max-edge: {exc.message}") from None
