@@ -121,6 +121,26 @@ class PromptTemplate(BaseModel):
         return messages
 
 
+def boxes_schema() -> dict[str, Any]:
+    """The grounding template's answer: Qwen3-VL's own box list, as a grammar (so even a
+    model that would wrap it in prose or a fence answers with parseable boxes). A fresh
+    dict on every call: nothing shared can be changed."""
+    return {
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {"type": "array", "items": {"type": "integer"},
+                            "minItems": 4, "maxItems": 4},
+                "label": {"type": "string", "maxLength": 48},
+            },
+            "required": ["bbox_2d", "label"],
+            "additionalProperties": False,
+        },
+    }
+
+
 def _builtin_templates() -> list[PromptTemplate]:
     # Built fresh on every call: no shared mutable objects (the JSON schema is a dict).
     return [
@@ -192,6 +212,7 @@ def _builtin_templates() -> list[PromptTemplate]:
             language="en",
             description="Qwen3-VL's grounding: JSON boxes (bbox_2d on a 0-1000 grid, "
                         "label), mapped to the photo's pixels and drawn on it.",
+            json_schema=boxes_schema(),
             min_image_tokens=GROUNDING_MIN_TOKENS,
             boxes=True,
         ),

@@ -149,12 +149,15 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     unknown template, conversation too long ...).
     """
     settings = services.settings
-    template = services.templates.get(body.template) if body.template else None
+    named = services.templates.get(body.template) if body.template else None
+    template = named
     if body.x_boxes and template is None:
-        template = services.templates.get(GROUNDING_TEMPLATE)  # its system prompt: boxes
+        # Its system prompt asks for boxes; its grammar is not imposed on a free question
+        # (the answer may hold points, or prose around the list).
+        template = services.templates.get(GROUNDING_TEMPLATE)
     boxes = body.x_boxes or bool(template and template.boxes)
     tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
-    grammar = grammar_for(body.response_format, template, tools)
+    grammar = grammar_for(body.response_format, named, tools)
     max_tokens = body.reply_limit or settings.max_tokens
     sampling = sampling_for(body, max_tokens, grammar)  # validates before images are decoded
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
