@@ -129,3 +129,13 @@ def test_budget_narrowing_stays_within_the_server_s_bounds():
 def test_bad_server_budgets_are_refused(lo, hi):
     with pytest.raises(VlmserveError, match="image m.. tokens"):
         TokenBudget(lo, hi)
+
+
+def test_the_edge_cap_keeps_the_aspect_ratio_the_rule_sees():
+    # 3200 x 16 is ratio 200 exactly; capped to 1024 px it must not become 1024 x 5
+    # (ratio 204.8, refused): the capped size stays exact, 1024 x 5.12.
+    p = prepare_image(encode(Image.new("L", (3200, 16), 9), "PNG"))
+    assert (p.width, p.height) == (3648, 32)  # Qwen's 64-token floor widens the strip
+    # With the cap, a big photo is the rule applied to the capped size.
+    p = prepare_image(encode(Image.new("RGB", (4000, 3000), (1, 2, 3)), "JPEG"))
+    assert (p.width // 32) * (p.height // 32) == reference_tokens(1024, 768) == 768

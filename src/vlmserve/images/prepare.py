@@ -26,7 +26,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import ImageError, ImageTooLargeError
-from vlmserve.images.crop import CropRegion, round_half_up
+from vlmserve.images.crop import CropRegion
 from vlmserve.images.formats import DECODE_ERRORS, decode_pixels, frame_count, open_header
 from vlmserve.images.limits import check_byte_size, check_frame_count, check_pixel_count
 from vlmserve.images.modes import to_rgb
@@ -97,11 +97,19 @@ def prepare_image(
 
 def _target(size: tuple[int, int], options: ImageOptions, budget: TokenBudget,
             zoom: bool) -> tuple[int, int]:
-    """The one size the picture is resized to: the longest edge capped at ``max_edge``
-    (a zoom is enlarged to it), then Qwen's ``smart_resize`` within ``budget``."""
-    fitted = _fit(size, options.max_edge, upscale=zoom or options.upscale)
+    """The one size the picture is resized to: Qwen's ``smart_resize`` within ``budget``
+    of the picture with its longest edge capped at ``max_edge`` (a zoom is enlarged to
+    it). The capped size is kept exact (not rounded to pixels), so the cap never changes
+    the aspect ratio the rule sees: a 3200 x 16 strip stays at ratio 200, not 204.8."""
+    check_aspect_ratio(*size)
+    width, height = size
+    longest = max(width, height)
+    scale = 1.0
+    if longest > options.max_edge or (longest < options.max_edge and (zoom or options.upscale)):
+        scale = options.max_edge / longest
     min_pixels, max_pixels = budget.pixel_bounds(FACTOR)
-    return smart_resize(*fitted, min_pixels=min_pixels, max_pixels=max_pixels)
+    return smart_resize(width * scale, height * scale, min_pixels=min_pixels,
+                        max_pixels=max_pixels)
 
 
 def _upright(im: Image.Image) -> tuple[Image.Image, int]:
@@ -115,15 +123,3 @@ def _upright(im: Image.Image) -> tuple[Image.Image, int]:
         # rather than refuse a picture the model can still look at.
         pass
     return im, 1
-
-
-def _fit(size: tuple[int, int], max_edge: int, upscale: bool) -> tuple[int, int]:
-    """The size with the longest edge scaled to ``max_edge`` (only down unless ``upscale``)."""
-    width, height = size
-    longest = max(width, height)
-    if longest == max_edge or (longest < max_edge and not upscale):
-        return size
-    scale = max_edge / longest
-    if width >= height:
-        return max_edge, max(1, round_half_up(height * scale))
-    return max(1, round_half_up(width * scale)), max_edge

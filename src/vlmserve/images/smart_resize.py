@@ -26,7 +26,7 @@ class AspectRatioError(ImageError):
     """An image longer and thinner than the model accepts (HTTP 400)."""
 
 
-def check_aspect_ratio(width: int, height: int) -> None:
+def check_aspect_ratio(width: float, height: float) -> None:
     """Refuse sizes whose long side is more than 200 times the short side."""
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT_RATIO:
@@ -35,14 +35,15 @@ def check_aspect_ratio(width: int, height: int) -> None:
             f"limit of {MAX_ASPECT_RATIO}:1; crop it to a less extreme strip")
 
 
-def smart_resize(width: int, height: int, *, min_pixels: int, max_pixels: int,
+def smart_resize(width: float, height: float, *, min_pixels: int, max_pixels: int,
                  factor: int = FACTOR) -> tuple[int, int]:
     """``(width, height)`` rounded to multiples of ``factor`` within the pixel bounds.
 
     Raises ``AspectRatioError`` past an aspect ratio of 200. ``min_pixels`` and
-    ``max_pixels`` are token counts times ``factor ** 2``.
+    ``max_pixels`` are token counts times ``factor ** 2``. The size may be fractional
+    (a picture scaled to an edge cap before any pixel is resampled).
     """
-    if width < 1 or height < 1:
+    if width <= 0 or height <= 0:
         raise ImageError(f"image size must be positive, got {width}x{height}")
     check_aspect_ratio(width, height)
     h_bar = max(factor, round(height / factor) * factor)
