@@ -32,7 +32,7 @@ from vlmserve.cli.engine_args import add_model_args, engine_config_from_args
 from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
-from vlmserve.images import prepare_image, read_image_bytes
+from vlmserve.images import load_image_file, read_image_bytes
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.types import Request, RequestStats, SamplingParams, TokenDelta
 
@@ -153,8 +153,7 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
         want_boxes = task.source.boxes or args.draw is not None
         for path in paths:
             try:
-                data = read_image_bytes(path, options.max_bytes)
-                image = prepare_image(data, options)
+                image = load_image_file(path, options)
                 messages = task.messages(image)
                 if args.json:
                     ans = answer(engine, renderer, messages, task.sampling, None)
@@ -172,7 +171,7 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
                 if args.draw is not None:
                     boxes = boxes_for(ans.text, image.geometry)
                     target = draw_path(args.draw, path, len(paths))
-                    write_drawing(target, data, boxes)
+                    write_drawing(target, read_image_bytes(path, options.max_bytes), boxes)
                     print(f"vlmserve: {len(boxes)} boxes drawn on {target}", file=sys.stderr)
             except VlmserveError as exc:
                 failed += 1
