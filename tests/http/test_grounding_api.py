@@ -70,3 +70,21 @@ def test_grounding_and_ocr_templates_use_the_floor_too(client):
         x = ask(client, url=png_data_uri(300, 200), template=name).x_vlmserve
         assert x["image_tokens"] == reference_tokens(300, 200, 1024, 1024)
         assert (x["boxes"] is not None) == (name == "grounding")
+
+
+def test_streamed_grounding_answer_carries_boxes_in_the_final_chunk(client):
+    stream = client.chat.completions.create(
+        model="m", max_tokens=24, temperature=0, stream=True,
+        messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": png_data_uri(300, 200)}}]}],
+        extra_body={"template": "grounding"})
+    chunks = list(stream)
+    final = [c for c in chunks if getattr(c, "x_vlmserve", None)]
+    assert len(final) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("[")  # the template's grammar: Qwen's box list
+    boxes = final[0].x_vlmserve["boxes"]
+    assert isinstance(boxes, list)
+    for box in boxes:  # mapped onto the 300 x 200 photo
+        x1, y1, x2, y2 = box["bbox"]
+        assert 0 <= x1 <= x2 <= 300 and 0 <= y1 <= y2 <= 200

@@ -10,6 +10,7 @@ from vlmserve.batch.task import Task, build_task
 from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import VlmserveError
 from vlmserve.grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
+from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import TemplateRegistry
 from vlmserve.types import SamplingParams
 
@@ -68,11 +69,17 @@ def task_from_args(args: argparse.Namespace) -> Task:
                       args.schema_max_string, args.schema_max_items)
 
 
-def image_options(args: argparse.Namespace) -> ImageOptions:
+def image_options(args: argparse.Namespace, task: Task | None = None) -> ImageOptions:
+    """The image flags as options; a task that needs detail (grounding, OCR) raises the
+    image-token floor to 1024, never past the cap."""
     try:
         tokens = TokenBudget(args.image_min_tokens, args.image_max_tokens)
     except VlmserveError as exc:
         raise VlmserveError(f"--image-min-tokens / --image-max-tokens: {exc.message}") from None
+    if task is not None:
+        floor = GROUNDING_MIN_TOKENS if task.source.boxes else task.source.min_image_tokens
+        if floor is not None:
+            tokens = narrow_budget(tokens, floor=floor)
     try:
         return ImageOptions(max_edge=args.max_edge, tokens=tokens)
     except VlmserveError as exc:

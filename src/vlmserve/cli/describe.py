@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -33,7 +33,6 @@ from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.images import load_image_file, read_image_bytes
-from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.types import Request, RequestStats, SamplingParams, TokenDelta
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
 
 def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)  # unknown templates, bad schemas fail before loading
-    options = task_image_options(image_options(args), task)
+    options = image_options(args, task)
     inputs = expand_inputs(args.images)
     for warning in inputs.warnings:
         print(f"vlmserve: warning: {warning}", file=sys.stderr)
@@ -101,14 +100,6 @@ def run(args: argparse.Namespace) -> int:
     if args.draw is not None:
         check_draw_target(args.draw, len(inputs.paths))
     return run_stream(args, task, inputs.paths, options)
-
-
-def task_image_options(options: ImageOptions, task: Task) -> ImageOptions:
-    """The image budget for this task: grounding and OCR raise the floor to 1024 tokens."""
-    floor = GROUNDING_MIN_TOKENS if task.source.boxes else task.source.min_image_tokens
-    if floor is None:
-        return options
-    return replace(options, tokens=narrow_budget(options.tokens, floor=floor))
 
 
 def check_draw_target(out: Path, n_images: int) -> None:
