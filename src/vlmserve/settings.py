@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vlmserve.config import (
@@ -151,6 +151,14 @@ class ServerSettings(BaseSettings):
                                  "recently used goes first)", ge=1)
     templates_file: Path | None = _setting(None, "requests", "YAML/JSON file of extra prompt "
                                            "templates")
+
+    @field_validator("image_min_tokens")
+    @classmethod
+    def _floor_under_cap(cls, value: int, info: ValidationInfo) -> int:
+        cap = info.data.get("image_max_tokens")
+        if cap is not None and value > cap:
+            raise ValueError(f"must not exceed image_max_tokens ({cap})")
+        return value
 
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
