@@ -12,6 +12,16 @@ from pathlib import Path
 
 from vlmserve.errors import VlmserveError
 
+# Qwen3-VL-Instruct's recommended sampling (its model card): temperature 0.7, top_p 0.8,
+# top_k 20 (SamplingParams' defaults) and presence_penalty 1.5.
+QWEN_PRESENCE_PENALTY = 1.5
+
+
+def default_penalty(temperature: float, server_default: float) -> float:
+    """A penalty a request does not give: the server's (presence: Qwen's 1.5) when it
+    samples; none for greedy requests, which stay plain argmax unless they ask."""
+    return server_default if temperature > 0.0 else 0.0
+
 
 def _require(cond: bool, message: str) -> None:
     if not cond:

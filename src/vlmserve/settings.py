@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from vlmserve.config import (
     BUDGET_MAX_TOKENS,
     QWEN_MIN_TOKENS,
+    QWEN_PRESENCE_PENALTY,
     EngineConfig,
     ImageOptions,
     TokenBudget,
@@ -129,6 +130,12 @@ class ServerSettings(BaseSettings):
         4096, "requests", "sliding-window token budget of a conversation, reply included "
         "(also capped by ctx_size)", ge=256)
     max_tokens: int = _setting(512, "requests", "reply length when a request sets none", ge=1)
+    presence_penalty: float = _setting(
+        QWEN_PRESENCE_PENALTY, "requests", "presence penalty of sampled requests that set none "
+        "(Qwen3-VL's recommendation; greedy requests get none unless they ask)", ge=-2.0,
+        le=2.0)
+    frequency_penalty: float = _setting(0.0, "requests", "frequency penalty of requests that "
+                                        "set none", ge=-2.0, le=2.0)
     allow_remote_images: bool = _setting(False, "requests", "let requests give http(s) image "
                                          "URLs to fetch")
     remote_image_timeout_s: float = _setting(10.0, "requests", "seconds to fetch a remote "

@@ -48,6 +48,10 @@ class SamplingParams:
     top_k: int = 20
     min_p: float = 0.0
     repeat_penalty: float = 1.0
+    # OpenAI's penalties, through llama.cpp's penalties sampler (last 64 tokens): presence
+    # subtracts once for any token seen, frequency once per time it was seen.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF text, for structured (JSON-schema) output
@@ -67,6 +71,10 @@ class SamplingParams:
             raise RequestError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.repeat_penalty <= 0.0:
             raise RequestError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -2.0 <= value <= 2.0:
+                raise RequestError(f"{name} must be in [-2, 2], got {value}")
         if self.seed is not None and not 0 <= self.seed < 2**32:
             raise RequestError(f"seed must be in [0, 2**32), got {self.seed}")
         if len(self.stop) > 16 or any(not s for s in self.stop):
@@ -78,6 +86,12 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty changes the logits (the penalties sampler is needed)."""
+        return (self.repeat_penalty != 1.0 or self.presence_penalty != 0.0
+                or self.frequency_penalty != 0.0)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmserve.chat import ChatMessage, TextPart, ToolCall
-from vlmserve.config import TokenBudget
+from vlmserve.config import QWEN_PRESENCE_PENALTY, TokenBudget, default_penalty
 from vlmserve.errors import RequestError
 from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.grounding import boxes_for
@@ -37,6 +37,7 @@ from vlmserve.http.schemas import (
 from vlmserve.http.services import Services
 from vlmserve.http.tools import NO_TOOLS, ToolPlan, plan_tools
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
+from vlmserve.settings import ServerSettings
 from vlmserve.templates import GROUNDING_TEMPLATE, PromptTemplate
 from vlmserve.types import (
     ImageGeometry,
@@ -125,9 +126,18 @@ def grammar_for(response_format: ResponseFormat | None,
 
 
 def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | None,
-                 ) -> SamplingParams:
-    """Sampling parameters: the request's values where given, Qwen3-VL's defaults else."""
+                 settings: ServerSettings | None = None) -> SamplingParams:
+    """Sampling parameters: the request's values where given, Qwen3-VL's defaults else
+    (the server's presence / frequency penalties; none for a greedy request)."""
+    temperature = body.temperature if body.temperature is not None else SamplingParams.temperature
+    presence, frequency = QWEN_PRESENCE_PENALTY, 0.0
+    if settings is not None:
+        presence, frequency = settings.presence_penalty, settings.frequency_penalty
     given: dict[str, Any] = {
+        "presence_penalty": body.presence_penalty if body.presence_penalty is not None
+        else default_penalty(temperature, presence),
+        "frequency_penalty": body.frequency_penalty if body.frequency_penalty is not None
+        else default_penalty(temperature, frequency),
         "temperature": body.temperature,
         "top_p": body.top_p,
         "top_k": body.top_k,
@@ -159,7 +169,7 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
     grammar = grammar_for(body.response_format, named, tools)
     max_tokens = body.reply_limit or settings.max_tokens
-    sampling = sampling_for(body, max_tokens, grammar)  # validates before images are decoded
+    sampling = sampling_for(body, max_tokens, grammar, settings)  # before images are decoded
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 

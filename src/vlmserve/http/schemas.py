@@ -98,7 +98,7 @@ class ChatCompletionRequest(_Lenient):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, gt=0.0)
-    # Accepted for compatibility (range-checked like OpenAI) but not applied.
+    # OpenAI's range; applied by llama.cpp's penalties sampler (docs/api.md for defaults)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=0, lt=2**32)

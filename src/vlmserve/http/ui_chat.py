@@ -18,7 +18,7 @@ import gradio as gr
 
 from vlmserve.annotate import annotated_png
 from vlmserve.chat import ChatMessage
-from vlmserve.config import TokenBudget
+from vlmserve.config import TokenBudget, default_penalty
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.http.completions import newest_geometry
@@ -131,8 +131,12 @@ class ChatHandlers:
         generation: Generation | None = None
         try:
             grammar = template.grammar()
-            sampling = SamplingParams(max_tokens=max_tokens, temperature=float(temperature),
-                                      grammar=grammar)
+            settings = self.services.settings
+            temp = float(temperature)
+            sampling = SamplingParams(
+                max_tokens=max_tokens, temperature=temp, grammar=grammar,
+                presence_penalty=default_penalty(temp, settings.presence_penalty),
+                frequency_penalty=default_penalty(temp, settings.frequency_penalty))
             prepared: PreparedChat = await asyncio.to_thread(
                 fit_and_render, model, [*system, *history, user], budget)
             request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling)
