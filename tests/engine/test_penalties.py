@@ -25,3 +25,11 @@ def test_greedy_with_a_presence_penalty_avoids_repeating_tokens(engine):
     assert penalized != greedy
     # repeats within llama.cpp's 64-token penalty window are rarer with the penalty
     assert len(set(penalized)) >= len(set(greedy))
+
+
+def test_repeat_penalty_alone_runs_to_the_end(engine):
+    # The penalties sampler once was called with too few arguments: a TypeError in the
+    # engine thread, and the request never ended.
+    prompt = image_prompt(engine, "describe", seed=5)
+    deltas, end = run(engine, prompt, max_tokens=8, repeat_penalty=1.3)
+    assert end.error is None and len(token_ids(deltas)) == 8
