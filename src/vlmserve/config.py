@@ -12,6 +12,16 @@ from pathlib import Path
 
 from vlmserve.errors import VlmserveError
 
+# Qwen3-VL-Instruct's recommended sampling (its model card): temperature 0.7, top_p 0.8,
+# top_k 20 (SamplingParams' defaults) and presence_penalty 1.5.
+QWEN_PRESENCE_PENALTY = 1.5
+
+
+def default_penalty(temperature: float, server_default: float) -> float:
+    """A penalty a request does not give: the server's (presence: Qwen's 1.5) when it
+    samples; none for greedy requests, which stay plain argmax unless they ask."""
+    return server_default if temperature > 0.0 else 0.0
+
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
@@ -43,6 +53,41 @@ def default_vision_thread_count(text_threads: int) -> int:
     return max(1, min(text_threads, cpus - text_threads)) if cpus > text_threads else 1
 
 
+QWEN_MIN_TOKENS = 64  # Qwen3-VL's processor: shortest_edge 65536 px = 64 tokens
+QWEN_MAX_TOKENS = 16384  # longest_edge 16777216 px; also mtmd's cap here (never reached)
+# A budget's cap. smart_resize can round up to ~1.2x its floor (never 2x within aspect
+# ratio 200), so every image stays inside mtmd's bounds and mtmd never resizes it.
+BUDGET_MAX_TOKENS = 8192
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """Vision tokens per image, ``min_tokens`` to ``max_tokens`` (both included)."""
+
+    min_tokens: int = QWEN_MIN_TOKENS
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("min_tokens", "max_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise VlmserveError(f"{name} must be an integer, got {value!r}")
+        # 8 is mtmd's floor; below 64 as a cap the rule's floor step can undershoot it.
+        if not 8 <= self.min_tokens <= BUDGET_MAX_TOKENS:
+            raise VlmserveError(f"image min tokens must be in [8, {BUDGET_MAX_TOKENS}], "
+                                f"got {self.min_tokens}")
+        if not QWEN_MIN_TOKENS <= self.max_tokens <= BUDGET_MAX_TOKENS:
+            raise VlmserveError(f"image max tokens must be in [{QWEN_MIN_TOKENS}, "
+                                f"{BUDGET_MAX_TOKENS}], got {self.max_tokens}")
+        if self.min_tokens > self.max_tokens:
+            raise VlmserveError(f"image min tokens ({self.min_tokens}) exceed max tokens "
+                                f"({self.max_tokens})")
+
+    def pixel_bounds(self, factor: int) -> tuple[int, int]:
+        """``(min_pixels, max_pixels)`` for ``smart_resize``."""
+        return self.min_tokens * factor * factor, self.max_tokens * factor * factor
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """Limits and geometry for the image pipeline (``vlmserve.images``)."""
@@ -52,6 +97,9 @@ class ImageOptions:
     max_bytes: int = 20 * 1024 * 1024  # upload size limit
     max_pixels: int = 64_000_000  # decoded pixel limit (decompression bombs)
     max_frames: int = 1000  # animated GIF / multi-page TIFF frame limit
+    # Vision tokens per image: the picture is resized with Qwen's smart_resize into these
+    # bounds (vlmserve.images.smart_resize); a request may narrow them, never widen them.
+    tokens: TokenBudget = TokenBudget()
 
     def __post_init__(self) -> None:
         _require(32 <= self.max_edge <= 8192, f"max_edge must be in [32, 8192], got {self.max_edge}")
@@ -76,8 +124,11 @@ class EngineConfig:
     image_cache_dir: Path | None = None  # disk tier of the image-embedding cache (None: off)
     image_cache_disk_mb: int = 4096  # byte budget of the disk tier
     image_slice: int = 64  # most image KV cells put in per engine step (decode keeps going)
-    image_min_tokens: int = 0  # 0: the model's default
-    image_max_tokens: int = 0
+    # mtmd's own bounds. vlmserve resizes every image with Qwen's rule into the request's
+    # budget first (ImageOptions.tokens); mtmd's bounds are set wide (8 .. 16384) so that
+    # it never resizes again (its floor rounds differently and its default cap is 4096).
+    image_min_tokens: int = 8
+    image_max_tokens: int = QWEN_MAX_TOKENS
     max_queue: int = 64  # requests waiting for a slot before 503
     use_mmap: bool = True
     seed: int = 0  # default seed for requests that give none and sample

@@ -12,10 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vlmserve.config import EngineConfig, ImageOptions
+from vlmserve.config import (
+    BUDGET_MAX_TOKENS,
+    QWEN_MIN_TOKENS,
+    QWEN_PRESENCE_PENALTY,
+    EngineConfig,
+    ImageOptions,
+    TokenBudget,
+)
 from vlmserve.errors import ModelNotFoundError, VlmserveError
 
 MIB = 1024 * 1024
@@ -35,8 +42,6 @@ ENGINE_FIELDS = {
     "batch_size": "n_batch",
     "n_gpu_layers": "n_gpu_layers",
     "flash_attn": "flash_attn",
-    "image_min_tokens": "image_min_tokens",
-    "image_max_tokens": "image_max_tokens",
     "image_cache_mb": "image_cache_mb",
     "image_cache_dir": "image_cache_dir",
     "image_cache_disk_mb": "image_cache_disk_mb",
@@ -118,11 +123,6 @@ class ServerSettings(BaseSettings):
     image_cache_disk_mb: int = _engine("image_cache_disk_mb", "disk cache budget, MB", ge=0)
     image_slice: int = _engine("image_slice", "most image KV cells put in per engine step: "
                                "smaller keeps other answers smoother", ge=1)
-    image_max_tokens: int = _engine("image_max_tokens", "cap on vision tokens per image: "
-                                    "trade detail for speed (0: the model's, 4096 for "
-                                    "Qwen3-VL)", ge=0)
-    image_min_tokens: int = _engine("image_min_tokens", "floor on vision tokens per image "
-                                    "(0: the model's)", ge=0)
     max_queue: int = _engine("max_queue", "waiting requests before 503", ge=1)
 
     # -- requests
@@ -130,12 +130,25 @@ class ServerSettings(BaseSettings):
         4096, "requests", "sliding-window token budget of a conversation, reply included "
         "(also capped by ctx_size)", ge=256)
     max_tokens: int = _setting(512, "requests", "reply length when a request sets none", ge=1)
+    presence_penalty: float = _setting(
+        QWEN_PRESENCE_PENALTY, "requests", "presence penalty of sampled requests that set none "
+        "(Qwen3-VL's recommendation; greedy requests get none unless they ask)", ge=-2.0,
+        le=2.0)
+    frequency_penalty: float = _setting(0.0, "requests", "frequency penalty of requests that "
+                                        "set none", ge=-2.0, le=2.0)
     allow_remote_images: bool = _setting(False, "requests", "let requests give http(s) image "
                                          "URLs to fetch")
     remote_image_timeout_s: float = _setting(10.0, "requests", "seconds to fetch a remote "
                                              "image", gt=0, le=300)
     image_max_edge: int = _setting(1024, "requests", "resize images to this longest edge",
                                    ge=32, le=8192)
+    image_max_tokens: int = _setting(
+        TokenBudget().max_tokens, "requests", "cap on vision tokens per image (Qwen's "
+        "smart_resize within these bounds): trade detail for speed", ge=QWEN_MIN_TOKENS,
+        le=BUDGET_MAX_TOKENS)
+    image_min_tokens: int = _setting(
+        TokenBudget().min_tokens, "requests", "floor on vision tokens per image (Qwen's: 64; "
+        "grounding and OCR requests raise theirs to 1024)", ge=8, le=BUDGET_MAX_TOKENS)
     image_max_mb: float = _setting(20.0, "requests", "largest image file, MB", gt=0, le=1024)
     max_request_mb: float = _setting(
         0.0, "requests", "largest /v1 request body, MB (0: image_max_mb x 1.4 + 256 kB)", ge=0)
@@ -145,6 +158,14 @@ class ServerSettings(BaseSettings):
                                  "recently used goes first)", ge=1)
     templates_file: Path | None = _setting(None, "requests", "YAML/JSON file of extra prompt "
                                            "templates")
+
+    @field_validator("image_min_tokens")
+    @classmethod
+    def _floor_under_cap(cls, value: int, info: ValidationInfo) -> int:
+        cap = info.data.get("image_max_tokens")
+        if cap is not None and value > cap:
+            raise ValueError(f"must not exceed image_max_tokens ({cap})")
+        return value
 
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
@@ -185,7 +206,13 @@ class ServerSettings(BaseSettings):
         return self.api_key.get_secret_value() or None
 
     def image_options(self) -> ImageOptions:
-        return ImageOptions(max_edge=self.image_max_edge, max_bytes=self.image_max_bytes)
+        try:
+            tokens = TokenBudget(self.image_min_tokens, self.image_max_tokens)
+        except VlmserveError as exc:
+            raise VlmserveError(f"--image-min-tokens / --image-max-tokens: {exc.message}"
+                                ) from None
+        return ImageOptions(max_edge=self.image_max_edge, max_bytes=self.image_max_bytes,
+                            tokens=tokens)
 
     def to_engine_config(self) -> EngineConfig:
         """The engine's configuration; ``ModelNotFoundError`` when no model is set."""

@@ -16,14 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError, VlmserveError
 from vlmserve.grammar import bounded_schema_grammar
+from vlmserve.images.budget import GROUNDING_MIN_TOKENS
 from vlmserve.types import PreparedImage
 
 DEFAULT_TEMPLATE = "describe_zh"  # the product's default question
+GROUNDING_TEMPLATE = "grounding"  # what a request with x_boxes (and no template) uses
+# Qwen3-VL's own answer format for grounding; the system prompt makes it explicit so a
+# free-form question ("where is the red cup?") with x_boxes answers with boxes too.
+GROUNDING_SYSTEM = (
+    "When asked to locate things, answer with a JSON list, one item per thing found: "
+    '{"bbox_2d": [x1, y1, x2, y2], "label": "..."} for a box, or {"point_2d": [x, y], '
+    '"label": "..."} for a point, in coordinates relative to the image on a 0-1000 grid.'
+)
 
 # Names travel in URLs, CLI flags and form values: keep them plain.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -36,7 +52,9 @@ class PromptTemplate(BaseModel):
     shows (defaults to ``name``); ``prompt`` is the user text; ``system`` an optional
     system prompt; ``language`` the prompt's language (e.g. ``"zh"``, ``"en"``);
     ``json_schema`` asks for structured output when set; ``description`` says what the
-    template is for.
+    template is for. ``min_image_tokens`` raises the image-token floor for the task
+    (Qwen reads small text and small objects well only from about 1024 tokens);
+    ``boxes`` says the answer holds Qwen's JSON boxes, to parse and map to the photo.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +66,8 @@ class PromptTemplate(BaseModel):
     language: str | None = None
     json_schema: dict[str, Any] | None = None
     description: str = ""
+    min_image_tokens: int | None = Field(None, ge=8, le=8192)
+    boxes: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +119,26 @@ class PromptTemplate(BaseModel):
         messages = [ChatMessage.system(self.system)] if self.system else []
         messages.append(ChatMessage.user(self.prompt if question is None else question, *images))
         return messages
+
+
+def boxes_schema() -> dict[str, Any]:
+    """The grounding template's answer: Qwen3-VL's own box list, as a grammar (so even a
+    model that would wrap it in prose or a fence answers with parseable boxes). A fresh
+    dict on every call: nothing shared can be changed."""
+    return {
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {"type": "array", "items": {"type": "integer"},
+                            "minItems": 4, "maxItems": 4},
+                "label": {"type": "string", "maxLength": 48},
+            },
+            "required": ["bbox_2d", "label"],
+            "additionalProperties": False,
+        },
+    }
 
 
 def _builtin_templates() -> list[PromptTemplate]:
@@ -159,6 +199,22 @@ def _builtin_templates() -> list[PromptTemplate]:
             ),
             language="en",
             description="Faithful transcription of all visible text, line breaks kept.",
+            min_image_tokens=GROUNDING_MIN_TOKENS,
+        ),
+        PromptTemplate(
+            name="grounding",
+            title="Find objects (boxes drawn on the photo)",
+            system=GROUNDING_SYSTEM,
+            prompt=(
+                "Locate every distinct object in this image and output the bbox "
+                "coordinates of each in JSON format, with a short label."
+            ),
+            language="en",
+            description="Qwen3-VL's grounding: JSON boxes (bbox_2d on a 0-1000 grid, "
+                        "label), mapped to the photo's pixels and drawn on it.",
+            json_schema=boxes_schema(),
+            min_image_tokens=GROUNDING_MIN_TOKENS,
+            boxes=True,
         ),
         PromptTemplate(
             name="objects",

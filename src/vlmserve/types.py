@@ -48,6 +48,10 @@ class SamplingParams:
     top_k: int = 20
     min_p: float = 0.0
     repeat_penalty: float = 1.0
+    # OpenAI's penalties, through llama.cpp's penalties sampler (last 64 tokens): presence
+    # subtracts once for any token seen, frequency once per time it was seen.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF text, for structured (JSON-schema) output
@@ -67,6 +71,10 @@ class SamplingParams:
             raise RequestError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.repeat_penalty <= 0.0:
             raise RequestError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -2.0 <= value <= 2.0:
+                raise RequestError(f"{name} must be in [-2, 2], got {value}")
         if self.seed is not None and not 0 <= self.seed < 2**32:
             raise RequestError(f"seed must be in [0, 2**32), got {self.seed}")
         if len(self.stop) > 16 or any(not s for s in self.stop):
@@ -78,6 +86,33 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty changes the logits (the penalties sampler is needed)."""
+        return (self.repeat_penalty != 1.0 or self.presence_penalty != 0.0
+                or self.frequency_penalty != 0.0)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """What preprocessing did to a photo, to map the model's coordinates back onto it.
+
+    Qwen3-VL answers boxes on a 0-1000 grid of the image it saw; that image is the
+    ``crop_box`` region of the upright photo (EXIF orientation applied), resized to
+    ``size``. ``stored_size`` is the file's pixel grid before the orientation.
+    """
+
+    stored_size: tuple[int, int]  # width, height as stored in the file
+    orientation: int  # the EXIF orientation applied (1: none; 5..8 swap the sides)
+    crop_box: tuple[int, int, int, int]  # left, top, right, bottom in upright pixels
+    size: tuple[int, int]  # width, height the model saw
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """The photo's size as a person sees it (orientation applied)."""
+        w, h = self.stored_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,9 @@ class PreparedImage:
     width: int
     height: int
     content_hash: str
+    # Where the pixels came from (None for images not made by prepare_image); not part
+    # of the identity: the same pixels from two photos are the same image to the cache.
+    geometry: ImageGeometry | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.rgb) != self.width * self.height * 3:
@@ -105,9 +143,10 @@ class PreparedImage:
         return h.hexdigest()
 
     @classmethod
-    def from_rgb(cls, rgb: bytes, width: int, height: int) -> PreparedImage:
+    def from_rgb(cls, rgb: bytes, width: int, height: int,
+                 geometry: ImageGeometry | None = None) -> PreparedImage:
         return cls(rgb=rgb, width=width, height=height,
-                   content_hash=cls.hash_pixels(rgb, width, height))
+                   content_hash=cls.hash_pixels(rgb, width, height), geometry=geometry)
 
 
 PromptPart = str | PreparedImage

@@ -44,7 +44,8 @@ def test_a_folder_gives_exactly_one_line_per_image_and_error_lines_for_broken_fi
         assert line["template"] == "describe_zh" and line["prompt"] == "请用中文描述这张图片"
         assert line["image_tokens"] > 0 and line["prompt_tokens"] > line["image_tokens"]
         assert line["ttft_ms"] > 0 and line["total_ms"] >= line["ttft_ms"]
-        assert len(line["content_hash"]) == 64 and (line["width"], line["height"]) == (64, 64)
+        # 64 x 64 photos, enlarged by Qwen's rule to its 64-token floor: what the model saw
+        assert len(line["content_hash"]) == 64 and (line["width"], line["height"]) == (256, 256)
     assert len({line["content_hash"] for line in lines if line["content_hash"]}) == 50
     err = capsys.readouterr().err
     assert "52 lines written" in err and "2 errors" in err

@@ -82,3 +82,29 @@ def test_a_text_file_named_png_is_rejected_visibly(page, tmp_path) -> None:
     assert page.locator("#vlm-chat .vlm-stats").count() == 0
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "page-rejected-upload.png"))
+
+
+def test_grounding_draws_the_boxes_on_the_photo(page, photo) -> None:
+    # The grounding template's grammar makes even the random model answer with boxes.
+    page.locator("#vlm-template input").click()
+    page.get_by_role("option", name=re.compile("Find objects")).click()
+    question = page.locator("#vlm-input textarea")
+    page.wait_for_function(
+        "() => document.querySelector('#vlm-input textarea').value.startsWith('Locate')")
+    set_max_tokens(page, 160)
+    page.locator("#vlm-input input[type=file]").set_input_files(str(photo))
+    page.locator("#vlm-input .thumbnail-item, #vlm-input img").first.wait_for()
+    page.locator("#vlm-input button.submit-button").click()
+
+    drawn = page.locator('#vlm-chat img[src*=".boxes-"]')
+    drawn.wait_for(timeout=120_000)
+    stats = page.locator("#vlm-chat .vlm-stats")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#vlm-chat .vlm-stats').length >= 2")
+    found = stats.last.inner_text()
+    assert re.match(r"(\d+ found: |No boxes)", found), found
+    assert "(1036 image" in stats.first.inner_text()  # 640 x 480 raised to the 1024 floor
+    assert drawn.evaluate("img => img.naturalWidth") == 640  # the whole upright photo
+    assert question.input_value() == ""
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "page-grounding.png"), full_page=True)

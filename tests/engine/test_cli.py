@@ -152,3 +152,25 @@ def test_bad_images_and_empty_prompt(demo_dir, photo, tmp_path):
     truncated.write_bytes(photo.read_bytes()[:200])
     assert_one_line_error(describe(demo_dir, truncated), "half.png")
     assert_one_line_error(describe(demo_dir, "--prompt", "  ", photo), "prompt is empty")
+
+
+def test_describe_grounding_json_and_draw(demo_dir, photo, tmp_path):
+    out = tmp_path / "boxes.png"
+    res = vlmserve("describe", "--model", demo_dir / "model.gguf", "--template", "grounding",
+                   "--json", "--max-tokens", "8", "--temperature", "0", "--draw", out, photo)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout.splitlines()[0])
+    assert row["boxes"] == [] or all("bbox" in b or "point" in b for b in row["boxes"])
+    assert row["image_tokens"] >= 960  # the grounding floor (1024, from 640 x 480: 32 x 30)
+    from PIL import Image
+
+    with Image.open(out) as drawn:
+        assert drawn.size == (640, 480)  # the whole upright photo, not the model's crop
+    assert "boxes drawn on" in res.stderr
+
+
+def test_describe_draw_needs_a_writable_target(demo_dir, photo, tmp_path):
+    res = vlmserve("describe", "--model", demo_dir / "model.gguf", "--draw",
+                   tmp_path / "nowhere" / "x.png", photo)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].startswith("vlmserve: error: --draw")

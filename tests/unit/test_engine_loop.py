@@ -117,13 +117,13 @@ def test_image_slices_interleave_with_a_running_stream(harnesses):
     h.send("stream", stream, max_tokens=300)
     while not any(len(c) == 1 for c in backend.token_calls()):  # the stream is decoding
         time.sleep(0.005)
-    newcomer = image_prompt(seed=1, w=256, h=160)  # 8 x 5 = 40 image cells
+    newcomer = image_prompt(seed=1, w=320, h=256)  # 10 x 8 = 80 image cells
     h.send("new", newcomer, max_tokens=6)
     new_ids, new_end = h.result("new")
     stream_ids, _ = h.result("stream")
-    assert new_end.stats.image_tokens == 40
+    assert new_end.stats.image_tokens == 80
     embd = [i for i, c in enumerate(backend.calls) if c.kind == "embd"]
-    assert [backend.calls[i].items for i in embd] == [[(1, 8)]] * 5
+    assert [backend.calls[i].items for i in embd] == [[(1, 8)]] * 10
     for a, b in zip(embd, embd[1:], strict=False):  # the stream decoded between slices
         assert any(c.kind == "tokens" and any(seq == 0 for seq, _ in c.items)
                    for c in backend.calls[a + 1:b])

@@ -49,6 +49,27 @@ def pixel(p: PreparedImage, x: int, y: int) -> tuple[int, int, int]:
     return tuple(p.rgb[i : i + 3])
 
 
+def src_pixel(p: PreparedImage, x: int, y: int) -> tuple[int, int, int]:
+    """The prepared pixel over the centre of pixel (x, y) of the region the model saw
+    (the upright picture or its crop): every picture is resized by Qwen's rule."""
+    left, top, right, bottom = p.geometry.crop_box
+    ox = min(p.width - 1, int((x + 0.5) * p.width / (right - left)))
+    oy = min(p.height - 1, int((y + 0.5) * p.height / (bottom - top)))
+    return pixel(p, ox, oy)
+
+
+CELL = 64  # colour-mode tests draw each test pixel as a CELL x CELL block
+
+
+def cells(im: Image.Image) -> Image.Image:
+    """``im`` with every pixel a CELL x CELL block, so resizing keeps block centres exact."""
+    return im.resize((im.width * CELL, im.height * CELL), Image.Resampling.NEAREST)
+
+
+def cell(p: PreparedImage, x: int, y: int) -> tuple[int, int, int]:
+    return src_pixel(p, x * CELL + CELL // 2, y * CELL + CELL // 2)
+
+
 def near(got: tuple[int, ...], want: tuple[int, ...], tol: int = 12) -> bool:
     return all(abs(a - b) <= tol for a, b in zip(got, want, strict=True))
 
@@ -104,10 +125,11 @@ def peak_python_allocation(fn) -> int:
 def test_each_format_decodes_to_size_and_colour(fmt, params, tol):
     data = encode(Image.new("RGB", (64, 48), RED), fmt, **params)
     p = prepare_image(data)
-    assert (p.width, p.height) == (64, 48)
-    assert len(p.rgb) == 64 * 48 * 3
-    assert near(pixel(p, 10, 10), RED, tol)
-    assert near(pixel(p, 63, 47), RED, tol)
+    assert (p.width, p.height) == (320, 224)  # Qwen's floor: 64 tokens at least (10 x 7)
+    assert len(p.rgb) == 320 * 224 * 3
+    assert p.geometry.stored_size == (64, 48)
+    assert near(src_pixel(p, 10, 10), RED, tol)
+    assert near(src_pixel(p, 63, 47), RED, tol)
 
 
 def test_gif_uses_the_first_frame():
@@ -115,14 +137,14 @@ def test_gif_uses_the_first_frame():
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     assert Image.open(io.BytesIO(data)).n_frames == 3
     p = prepare_image(data)
-    assert (p.width, p.height) == (40, 30)
-    assert near(pixel(p, 20, 15), RED)
+    assert p.geometry.stored_size == (40, 30)
+    assert near(src_pixel(p, 20, 15), RED)
 
 
 def test_multipage_tiff_uses_the_first_page():
     pages = [Image.new("RGB", (40, 30), c) for c in (GREEN, RED)]
     data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
-    assert near(pixel(prepare_image(data), 5, 5), GREEN, 0)
+    assert near(src_pixel(prepare_image(data), 5, 5), GREEN, 0)
 
 
 def test_heic_decodes_when_pillow_heif_can_write_it():
@@ -134,8 +156,8 @@ def test_heic_decodes_when_pillow_heif_can_write_it():
         pytest.skip(f"this pillow-heif build cannot encode HEIC: {exc}")
     assert data[4:12] == b"ftypheic"
     p = prepare_image(data)
-    assert (p.width, p.height) == (64, 48)
-    assert near(pixel(p, 32, 24), RED, 16)
+    assert p.geometry.stored_size == (64, 48)
+    assert near(src_pixel(p, 32, 24), RED, 16)
 
 
 def test_heic_orientation_is_applied_once():
@@ -151,9 +173,9 @@ def test_heic_orientation_is_applied_once():
     # libheif stores the rotation as a transform and applies it while decoding;
     # the EXIF tag must not rotate the picture a second time.
     p = prepare_image(data)
-    assert (p.width, p.height) == (60, 40)
-    assert near(pixel(p, 5, 5), RED, 20)
-    assert near(pixel(p, 55, 5), GREEN, 20)
+    assert p.geometry.upright_size == (60, 40)
+    assert near(src_pixel(p, 5, 5), RED, 20)
+    assert near(src_pixel(p, 55, 5), GREEN, 20)
 
 
 def test_formats_outside_the_list_are_refused():
@@ -170,69 +192,69 @@ def test_formats_outside_the_list_are_refused():
 def test_rgba_is_composited_over_white():
     im = Image.new("RGBA", (3, 1))
     im.putdata([(255, 0, 0, 255), (0, 0, 255, 0), (255, 0, 0, 128)])
-    p = prepare_image(encode(im, "PNG"))
-    assert pixel(p, 0, 0) == (255, 0, 0)
-    assert pixel(p, 1, 0) == WHITE  # fully transparent: white, whatever its colour
-    assert near(pixel(p, 2, 0), (255, 127, 127), 2)  # half red over white
+    p = prepare_image(encode(cells(im), "PNG"))
+    assert cell(p, 0, 0) == (255, 0, 0)
+    assert cell(p, 1, 0) == WHITE  # fully transparent: white, whatever its colour
+    assert near(cell(p, 2, 0), (255, 127, 127), 2)  # half red over white
 
 
 def test_palette_with_and_without_transparency():
     im = Image.new("P", (2, 1))
     im.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
     im.putdata([0, 1])
-    opaque = prepare_image(encode(im, "PNG"))
-    assert pixel(opaque, 0, 0) == BLACK
-    assert pixel(opaque, 1, 0) == (10, 200, 30)
-    see_through = prepare_image(encode(im, "PNG", transparency=0))
-    assert pixel(see_through, 0, 0) == WHITE  # palette entry 0 is transparent
-    assert pixel(see_through, 1, 0) == (10, 200, 30)
+    opaque = prepare_image(encode(cells(im), "PNG"))
+    assert cell(opaque, 0, 0) == BLACK
+    assert cell(opaque, 1, 0) == (10, 200, 30)
+    see_through = prepare_image(encode(cells(im), "PNG", transparency=0))
+    assert cell(see_through, 0, 0) == WHITE  # palette entry 0 is transparent
+    assert cell(see_through, 1, 0) == (10, 200, 30)
 
 
 def test_la_grey_with_alpha():
     im = Image.new("LA", (2, 1))
     im.putdata([(0, 0), (0, 255)])
-    p = prepare_image(encode(im, "PNG"))
-    assert pixel(p, 0, 0) == WHITE
-    assert pixel(p, 1, 0) == BLACK
+    p = prepare_image(encode(cells(im), "PNG"))
+    assert cell(p, 0, 0) == WHITE
+    assert cell(p, 1, 0) == BLACK
 
 
 def test_cmyk():
     im = Image.new("CMYK", (3, 1))
     im.putdata([(0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255)])
-    p = prepare_image(encode(im, "TIFF"))
-    assert pixel(p, 0, 0) == WHITE
-    assert pixel(p, 1, 0) == (0, 255, 255)  # pure cyan
-    assert pixel(p, 2, 0) == BLACK
+    p = prepare_image(encode(cells(im), "TIFF"))
+    assert cell(p, 0, 0) == WHITE
+    assert cell(p, 1, 0) == (0, 255, 255)  # pure cyan
+    assert cell(p, 2, 0) == BLACK
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():
     values = np.array([[0, 32768, 65535, 4096]], dtype=np.uint16)
     im = Image.fromarray(values)
     assert im.mode == "I;16"
-    data = encode(im, "PNG")
+    data = encode(cells(im), "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     p = prepare_image(data)
-    assert [pixel(p, x, 0) for x in range(4)] == [(0,) * 3, (128,) * 3, (255,) * 3, (16,) * 3]
+    assert [cell(p, x, 0) for x in range(4)] == [(0,) * 3, (128,) * 3, (255,) * 3, (16,) * 3]
 
 
 def test_32_bit_int_and_float_greys():
     ints = Image.fromarray(np.array([[0, 32768, 65535, 100_000]], dtype=np.int32))
     assert ints.mode == "I"
-    p = prepare_image(encode(ints, "TIFF"))
-    assert [pixel(p, x, 0)[0] for x in range(4)] == [0, 128, 255, 255]  # 16-bit range, clipped
+    p = prepare_image(encode(cells(ints), "TIFF"))
+    assert [cell(p, x, 0)[0] for x in range(4)] == [0, 128, 255, 255]  # 16-bit range, clipped
     floats = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
     assert floats.mode == "F"
-    p = prepare_image(encode(floats, "TIFF"))
-    assert [pixel(p, x, 0)[0] for x in range(3)] == [0, 128, 255]
+    p = prepare_image(encode(cells(floats), "TIFF"))
+    assert [cell(p, x, 0)[0] for x in range(3)] == [0, 128, 255]
 
 
 def test_l_and_bilevel():
     grey = prepare_image(encode(Image.new("L", (4, 4), 77), "PNG"))
-    assert pixel(grey, 1, 1) == (77, 77, 77)
+    assert cell(grey, 1, 1) == (77, 77, 77)
     bilevel = Image.new("1", (2, 1))
     bilevel.putdata([0, 255])
-    p = prepare_image(encode(bilevel, "PNG"))
-    assert (pixel(p, 0, 0), pixel(p, 1, 0)) == (BLACK, WHITE)
+    p = prepare_image(encode(cells(bilevel), "PNG"))
+    assert (cell(p, 0, 0), cell(p, 1, 0)) == (BLACK, WHITE)
 
 
 # --- EXIF orientation -----------------------------------------------------------------------
@@ -274,10 +296,12 @@ def test_exif_orientation_makes_the_picture_upright(orientation):
     exif = Image.Exif()
     exif[0x0112] = orientation
     p = prepare_image(encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
-    assert (p.width, p.height) == (60, 40)
-    assert near(pixel(p, 5, 5), RED, 20)
-    assert near(pixel(p, 55, 5), GREEN, 20)
-    assert near(pixel(p, 30, 30), BLUE, 20)
+    assert (p.width, p.height) == (320, 224)  # 60 x 40 upright, raised to 64+ tokens
+    assert p.geometry.upright_size == (60, 40)
+    assert p.geometry.orientation == (orientation if orientation > 1 else 1)
+    assert near(src_pixel(p, 5, 5), RED, 20)
+    assert near(src_pixel(p, 55, 5), GREEN, 20)
+    assert near(src_pixel(p, 30, 30), BLUE, 20)
 
 
 def test_crop_is_applied_after_orientation():
@@ -295,7 +319,8 @@ def test_crop_is_applied_after_orientation():
 def test_broken_exif_is_ignored():
     data = encode(Image.new("RGB", (30, 20), RED), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
     p = prepare_image(data)
-    assert (p.width, p.height) == (30, 20)
+    assert p.geometry.upright_size == (30, 20)
+    assert p.geometry.orientation == 1
 
 
 # --- geometry -------------------------------------------------------------------------------
@@ -306,10 +331,9 @@ def test_broken_exif_is_ignored():
     [
         ((4000, 3000), ImageOptions(), (1024, 768)),
         ((3000, 4000), ImageOptions(), (768, 1024)),
-        ((500, 300), ImageOptions(), (500, 300)),
-        ((500, 300), ImageOptions(upscale=True), (1024, 614)),
-        ((1024, 10), ImageOptions(), (1024, 10)),
-        ((5000, 3), ImageOptions(), (1024, 1)),
+        ((500, 300), ImageOptions(), (512, 288)),  # sides to multiples of 32
+        ((500, 300), ImageOptions(upscale=True), (1024, 608)),  # 1024 x 614, then 32s
+        ((1024, 10), ImageOptions(), (2592, 32)),  # Qwen's 64-token floor widens it
         ((2000, 1000), ImageOptions(max_edge=512), (512, 256)),
     ],
 )
@@ -349,7 +373,7 @@ def test_crop_zooms_the_centre_quarter():
 def test_crop_enlarges_a_small_region_even_without_upscale():
     data = encode(Image.new("RGB", (500, 300), RED), "PNG")
     p = prepare_image(data, ImageOptions(upscale=False), crop=CropRegion(0.0, 0.0, 0.1, 0.1))
-    assert (p.width, p.height) == (1024, 614)  # 50 x 30 region
+    assert (p.width, p.height) == (1024, 608)  # 50 x 30 region, 1024 x 614, then 32s
 
 
 @pytest.mark.parametrize(
@@ -381,7 +405,7 @@ def test_crop_region_of_less_than_a_pixel_is_refused():
 def test_crop_touching_the_edges_is_accepted():
     data = encode(Image.new("RGB", (100, 100), RED), "PNG")
     p = prepare_image(data, crop=CropRegion(0.1, 0.7, 0.9, 0.3))
-    assert (p.width, p.height) == (1024, 341)
+    assert (p.width, p.height) == (1024, 352)  # 1024 x 341, then 32s
     # Fractions computed from pixels may add up to a hair over 1.
     x, w = 3 * (1 / 91), 88 * (1 / 91)
     assert x + w > 1.0
@@ -393,14 +417,14 @@ def test_crop_touching_the_edges_is_accepted():
 
 def test_same_pixels_in_lossless_containers_hash_alike():
     rng = np.random.default_rng(7)
-    pixels = rng.integers(0, 256, size=(23, 37, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, size=(256, 320, 3), dtype=np.uint8)  # 80 tokens: kept
     im = Image.fromarray(pixels)
     hashes = {
         fmt: prepare_image(encode(im, fmt, **params)).content_hash
         for fmt, params in (("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True}), ("TIFF", {}))
     }
     assert len(set(hashes.values())) == 1, hashes
-    assert hashes["PNG"] == PreparedImage.hash_pixels(pixels.tobytes(), 37, 23)
+    assert hashes["PNG"] == PreparedImage.hash_pixels(pixels.tobytes(), 320, 256)
 
     changed = pixels.copy()
     changed[11, 20, 1] ^= 1
@@ -479,7 +503,7 @@ def test_gif_with_10000_frames_is_refused_with_bounded_memory():
     with pytest.raises(ImageTooLargeError, match="more than 1000 frames"):
         prepare_image(data)
     p = prepare_image(data, ImageOptions(max_frames=10_000))  # at the limit: first frame
-    assert (p.width, p.height, pixel(p, 0, 0)) == (1, 1, BLACK)
+    assert (p.geometry.stored_size, pixel(p, 0, 0)) == ((1, 1), BLACK)
 
 
 def test_frame_walkers_agree_with_pillow():
@@ -492,7 +516,7 @@ def test_frame_walkers_agree_with_pillow():
     assert tiff_frame_count(tiff, 3) == 4
     with pytest.raises(ImageTooLargeError, match="more than 6 frames"):
         prepare_image(tiff, ImageOptions(max_frames=6))
-    assert prepare_image(tiff, ImageOptions(max_frames=7)).width == 2
+    assert prepare_image(tiff, ImageOptions(max_frames=7)).geometry.stored_size == (2, 2)
 
 
 def test_tiff_with_a_looping_ifd_chain_terminates():
@@ -513,7 +537,7 @@ def test_pixel_limit():
     data = encode(Image.new("L", (200, 200), 1), "PNG")
     with pytest.raises(ImageTooLargeError, match="200x200"):
         prepare_image(data, ImageOptions(max_pixels=39_999))
-    assert prepare_image(data, ImageOptions(max_pixels=40_000)).width == 200
+    assert prepare_image(data, ImageOptions(max_pixels=40_000)).geometry.stored_size == (200, 200)
 
 
 def test_file_size_limit_is_checked_before_reading(tmp_path):
@@ -572,7 +596,8 @@ def test_data_uri_good_cases():
     wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
     assert decode_data_uri(f"data:image/png;base64,{wrapped}\n", 10_000) == data
     assert decode_data_uri(f"data:image/png;base64,{b64.rstrip('=')}", 10_000) == data
-    assert prepare_image(decode_data_uri(f"data:image/png;base64,{b64}", 10_000)).width == 8
+    prepared = prepare_image(decode_data_uri(f"data:image/png;base64,{b64}", 10_000))
+    assert prepared.geometry.stored_size == (8, 8)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmserve.config import TokenBudget
 from vlmserve.errors import ModelNotFoundError, VlmserveError
 from vlmserve.settings import ServerSettings
 
@@ -39,6 +40,17 @@ def test_invalid_value_is_one_line_naming_flag_and_variable() -> None:
         ServerSettings.load(port=70000)
     assert "--port" in info.value.message and "VLMSERVE_PORT" in info.value.message
     assert "\n" not in info.value.message
+
+
+def test_image_token_budget_settings() -> None:
+    s = ServerSettings.load(image_min_tokens=128, image_max_tokens=2048)
+    tokens = s.image_options().tokens
+    assert (tokens.min_tokens, tokens.max_tokens) == (128, 2048)
+    assert ServerSettings.load().image_options().tokens == TokenBudget(64, 1024)  # Qwen's floor
+    with pytest.raises(VlmserveError, match="--image-min-tokens.*must not exceed"):
+        ServerSettings.load(image_min_tokens=2048, image_max_tokens=1024)
+    with pytest.raises(VlmserveError, match="--image-max-tokens"):
+        ServerSettings.load(image_max_tokens=32)
 
 
 def test_engine_config_and_limits(tmp_path: Path) -> None:

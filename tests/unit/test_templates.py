@@ -18,7 +18,7 @@ from vlmserve.templates import (
 from vlmserve.types import PreparedImage
 
 BUILTIN_NAMES = ("describe_zh", "describe_en", "structured_zh", "structured_en", "ocr",
-                 "objects", "safety")
+                 "grounding", "objects", "safety")
 
 
 def test_builtins_are_present_with_the_default_chinese_question():
@@ -85,7 +85,7 @@ def test_unknown_name_lists_the_available_ones():
         registry.get("poem")
     assert "unknown prompt template 'poem'" in info.value.message
     assert "describe_zh, describe_en" in info.value.message
-    assert "poem" not in registry and "ocr" in registry and len(registry) == 7
+    assert "poem" not in registry and "ocr" in registry and len(registry) == 8
 
 
 YAML_LIST = """\

@@ -7,7 +7,7 @@ import time
 from dataclasses import fields
 
 from vlmserve.bench.runner import Sample
-from vlmserve.bench.workload import BenchError
+from vlmserve.bench.workload import BENCH_TOKENS, BenchError
 from vlmserve.chat import ChatMessage, ChatRenderer
 from vlmserve.config import ImageOptions
 from vlmserve.engine.client import EngineClient, EngineSnapshot
@@ -32,7 +32,7 @@ class InProcessTarget:
     def __init__(self, engine: EngineClient, image_options: ImageOptions | None = None) -> None:
         self.engine = engine
         self.renderer = ChatRenderer.for_model(engine.info.chat_template)
-        self.image_options = image_options or ImageOptions(max_edge=8192)
+        self.image_options = image_options or ImageOptions(max_edge=8192, tokens=BENCH_TOKENS)
         self._ids = itertools.count()
 
     def count_text_tokens(self, text: str) -> int:

@@ -49,13 +49,15 @@ class InProcessStallTarget:
     counted by its ``token_ids``."""
 
     def __init__(self, engine, max_edge: int) -> None:
+        from vlmserve.bench.workload import BENCH_TOKENS
         from vlmserve.chat import ChatRenderer
         from vlmserve.chat_template import QWEN3VL_CHAT_TEMPLATE
         from vlmserve.config import ImageOptions
 
         self.engine = engine
         self.renderer = ChatRenderer(engine.info.chat_template or QWEN3VL_CHAT_TEMPLATE)
-        self.image_options = ImageOptions(max_edge=max(32, min(8192, max_edge)))
+        self.image_options = ImageOptions(max_edge=max(32, min(8192, max_edge)),
+                                          tokens=BENCH_TOKENS)
         self._ids = itertools.count()
         self._id_lock = threading.Lock()
 

@@ -129,6 +129,7 @@ def _run_local(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
 
 def run_inprocess(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     from vlmserve.bench.inprocess import InProcessTarget, counters_delta
+    from vlmserve.bench.workload import BENCH_TOKENS
     from vlmserve.config import EngineConfig, ImageOptions
     from vlmserve.engine.factory import create_engine
     from vlmserve.images import image_token_count
@@ -151,7 +152,8 @@ def run_inprocess(opts: BenchOptions, progress: PhaseBar) -> dict[str, Any]:
     load_ms = (time.perf_counter() - t_load) * 1000
     with engine:
         info = engine.info
-        target = InProcessTarget(engine, ImageOptions(max_edge=max(w.width, w.height)))
+        target = InProcessTarget(engine, ImageOptions(max_edge=max(w.width, w.height),
+                                                        tokens=BENCH_TOKENS))
         questions = build_questions(target, w)
         doc["workload"]["questions"] = questions
         doc["workload"]["question_tokens"] = {k: target.count_text_tokens(v)

@@ -13,6 +13,7 @@ import shlex
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from vlmserve.batch.inputs import expand_inputs
@@ -30,7 +31,8 @@ from vlmserve.cli.batch_args import (
 from vlmserve.cli.engine_args import add_model_args, engine_config_from_args
 from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
-from vlmserve.images import load_image_file
+from vlmserve.grounding import boxes_for
+from vlmserve.images import load_image_file, read_image_bytes
 from vlmserve.types import Request, RequestStats, SamplingParams, TokenDelta
 
 if TYPE_CHECKING:
@@ -48,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_task_args(p)
     p.add_argument("--json", action="store_true",
                    help="without --output: one JSON object per image on stdout")
+    p.add_argument("--draw", metavar="OUT", type=Path, default=None,
+                   help="without --output: write a copy of the photo with the answer's boxes "
+                   "drawn (use with --template grounding); OUT is a .png/.jpg file for one "
+                   "image, else a folder (IMAGE-NAME.boxes.png in it)")
     add_output_args(p, required=False)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: repair FILE's last line and skip the "
@@ -83,7 +89,7 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
 
 def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)  # unknown templates, bad schemas fail before loading
-    options = image_options(args)
+    options = image_options(args, task)
     inputs = expand_inputs(args.images)
     for warning in inputs.warnings:
         print(f"vlmserve: warning: {warning}", file=sys.stderr)
@@ -91,7 +97,39 @@ def run(args: argparse.Namespace) -> int:
         return run_batch(args, task, inputs.paths, options)
     if args.resume or args.format:
         raise VlmserveError("--resume and --format need --output FILE")
+    if args.draw is not None:
+        check_draw_target(args.draw, len(inputs.paths))
     return run_stream(args, task, inputs.paths, options)
+
+
+def check_draw_target(out: Path, n_images: int) -> None:
+    """Refuse an OUT that cannot be written before the model loads."""
+    if n_images > 1 or out.is_dir():
+        if out.exists() and not out.is_dir():
+            raise VlmserveError(f"--draw {out}: with several images OUT must be a folder")
+        return
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise VlmserveError(f"--draw {out}: give a .png, .jpg or .webp file name (or a folder)")
+    if not out.parent.is_dir():
+        raise VlmserveError(f"--draw {out}: folder {out.parent} does not exist")
+
+
+def draw_path(out: Path, image_path: str, n_images: int) -> Path:
+    if n_images > 1 or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        return out / f"{Path(image_path).stem}.boxes.png"
+    return out
+
+
+def write_drawing(out: Path, data: bytes, boxes: list[dict]) -> None:
+    from vlmserve.annotate import draw_boxes, upright_photo
+
+    picture = draw_boxes(upright_photo(data), boxes)
+    try:
+        picture.save(out, quality=92) if out.suffix.lower() in (".jpg", ".jpeg") \
+            else picture.save(out)
+    except OSError as exc:
+        raise VlmserveError(f"--draw: cannot write {out}: {exc.strerror or exc}") from None
 
 
 def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: ImageOptions) -> int:
@@ -103,20 +141,29 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
     failed = 0
     with create_engine(engine_config_from_args(args)) as engine:
         renderer = ChatRenderer.for_model(engine.info.chat_template)
+        want_boxes = task.source.boxes or args.draw is not None
         for path in paths:
             try:
                 image = load_image_file(path, options)
                 messages = task.messages(image)
                 if args.json:
                     ans = answer(engine, renderer, messages, task.sampling, None)
+                    extra = ({"boxes": boxes_for(ans.text, image.geometry)}
+                             if want_boxes else {})
                     print(json.dumps({"image": path, "text": ans.text,
                                       "finish_reason": ans.finish_reason,
-                                      **stats_json(ans.stats)}, ensure_ascii=False), flush=True)
+                                      **stats_json(ans.stats), **extra}, ensure_ascii=False),
+                          flush=True)
                 else:
                     if len(paths) > 1:
                         print(f"### {path}", flush=True)
-                    answer(engine, renderer, messages, task.sampling, sys.stdout)
+                    ans = answer(engine, renderer, messages, task.sampling, sys.stdout)
                     print(flush=True)
+                if args.draw is not None:
+                    boxes = boxes_for(ans.text, image.geometry)
+                    target = draw_path(args.draw, path, len(paths))
+                    write_drawing(target, read_image_bytes(path, options.max_bytes), boxes)
+                    print(f"vlmserve: {len(boxes)} boxes drawn on {target}", file=sys.stderr)
             except VlmserveError as exc:
                 failed += 1
                 if args.json:

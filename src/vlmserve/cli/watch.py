@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.dir):
         raise VlmserveError(f"{args.dir} is not a folder")
     task = task_from_args(args)
-    options = image_options(args)
+    options = image_options(args, task)
     fmt = format_for(args.output, args.format)
     existing = open_results(args.output, fmt, resume=True)  # a watch always continues its file
     if existing.repaired_bytes:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from vlmserve.chat import ChatMessage, TextPart, ToolCall
+from vlmserve.config import QWEN_PRESENCE_PENALTY, TokenBudget, default_penalty
 from vlmserve.errors import RequestError
 from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
+from vlmserve.grounding import boxes_for
 from vlmserve.http.conversation import (
     PreparedChat,
     compose,
@@ -33,8 +36,17 @@ from vlmserve.http.schemas import (
 )
 from vlmserve.http.services import Services
 from vlmserve.http.tools import NO_TOOLS, ToolPlan, plan_tools
-from vlmserve.templates import PromptTemplate
-from vlmserve.types import Request, RequestStats, SamplingParams
+from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
+from vlmserve.settings import ServerSettings
+from vlmserve.templates import GROUNDING_TEMPLATE, PromptTemplate
+from vlmserve.types import (
+    ImageGeometry,
+    PreparedImage,
+    Prompt,
+    Request,
+    RequestStats,
+    SamplingParams,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,8 @@ class CompletionJob:
     stream: bool
     include_usage: bool
     tools: ToolPlan = NO_TOOLS
+    boxes: bool = False  # a grounding request: parse the answer's boxes
+    geometry: ImageGeometry | None = None  # of the image the boxes refer to (the newest)
 
     def store_turn(self, services: Services, answer: str | None,
                    calls: tuple[ToolCall, ...] = ()) -> None:
@@ -68,7 +82,7 @@ class CompletionJob:
             prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens),
         )
 
-    def extension(self, stats: RequestStats) -> VlmserveExtension:
+    def extension(self, stats: RequestStats, answer: str = "") -> VlmserveExtension:
         return VlmserveExtension(
             ttft_ms=round(stats.ttft_ms, 2),
             queue_ms=round(stats.queue_ms, 2),
@@ -85,6 +99,7 @@ class CompletionJob:
             dropped_images=self.chat.dropped_images,
             session_id=self.session_id,
             template=self.template,
+            boxes=boxes_for(answer, self.geometry) if self.boxes else None,
         )
 
 
@@ -111,9 +126,18 @@ def grammar_for(response_format: ResponseFormat | None,
 
 
 def sampling_for(body: ChatCompletionRequest, max_tokens: int, grammar: str | None,
-                 ) -> SamplingParams:
-    """Sampling parameters: the request's values where given, Qwen3-VL's defaults else."""
+                 settings: ServerSettings | None = None) -> SamplingParams:
+    """Sampling parameters: the request's values where given, Qwen3-VL's defaults else
+    (the server's presence / frequency penalties; none for a greedy request)."""
+    temperature = body.temperature if body.temperature is not None else SamplingParams.temperature
+    presence, frequency = QWEN_PRESENCE_PENALTY, 0.0
+    if settings is not None:
+        presence, frequency = settings.presence_penalty, settings.frequency_penalty
     given: dict[str, Any] = {
+        "presence_penalty": body.presence_penalty if body.presence_penalty is not None
+        else default_penalty(temperature, presence),
+        "frequency_penalty": body.frequency_penalty if body.frequency_penalty is not None
+        else default_penalty(temperature, frequency),
         "temperature": body.temperature,
         "top_p": body.top_p,
         "top_k": body.top_k,
@@ -135,13 +159,21 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     unknown template, conversation too long ...).
     """
     settings = services.settings
-    template = services.templates.get(body.template) if body.template else None
+    named = services.templates.get(body.template) if body.template else None
+    template = named
+    if body.x_boxes and template is None:
+        # Its system prompt asks for boxes; its grammar is not imposed on a free question
+        # (the answer may hold points, or prose around the list).
+        template = services.templates.get(GROUNDING_TEMPLATE)
+    boxes = body.x_boxes or bool(template and template.boxes)
     tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
-    grammar = grammar_for(body.response_format, template, tools)
+    grammar = grammar_for(body.response_format, named, tools)
     max_tokens = body.reply_limit or settings.max_tokens
-    sampling = sampling_for(body, max_tokens, grammar)  # validates before images are decoded
+    sampling = sampling_for(body, max_tokens, grammar, settings)  # before images are decoded
+    tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
+    tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
-    new = await to_chat_messages(body.messages, services.images)
+    new = await to_chat_messages(body.messages, services.images, tokens_for)
     history = services.sessions.get(session_id) if session_id is not None else []
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,
@@ -160,4 +192,28 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         tools=tools,
+        boxes=boxes,
+        geometry=newest_geometry(chat.prompt),
     )
+
+
+def image_budget(server: TokenBudget, body: ChatCompletionRequest,
+                 template: PromptTemplate | None, boxes: bool,
+                 ) -> Callable[[str | None], TokenBudget]:
+    """Each image's token budget from its ``detail``: the server's bounds narrowed by the
+    request's ``x_image_min_tokens`` / ``x_image_max_tokens`` and the task's floor
+    (grounding and OCR: 1024, never past the cap)."""
+    floor = template.min_image_tokens if template else None
+    if boxes:
+        floor = max(floor or 0, GROUNDING_MIN_TOKENS)
+
+    def tokens_for(detail: str | None) -> TokenBudget:
+        return narrow_budget(server, detail=detail, min_tokens=body.x_image_min_tokens,
+                             max_tokens=body.x_image_max_tokens, floor=floor)
+    return tokens_for
+
+
+def newest_geometry(prompt: Prompt) -> ImageGeometry | None:
+    """The geometry of the prompt's last image: the one a grounding answer is about."""
+    images = [p for p in prompt.parts if isinstance(p, PreparedImage)]
+    return images[-1].geometry if images else None

@@ -7,11 +7,12 @@ render with the model's chat template.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vlmserve.chat import ChatMessage, ImagePart, MessagePart, TextPart, ToolCall, fit_to_budget
+from vlmserve.config import TokenBudget
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.schemas import RequestMessage, TextContentPart
@@ -34,10 +35,14 @@ class PreparedChat:
     dropped_images: int
 
 
-async def to_chat_messages(messages: Sequence[RequestMessage],
-                           images: ImageLoader) -> list[ChatMessage]:
+async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoader,
+                           tokens_for: Callable[[str | None], TokenBudget] | None = None,
+                           ) -> list[ChatMessage]:
     """API messages to ``ChatMessage``s, images decoded. ``developer`` counts as system;
-    an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` are kept."""
+    an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` are kept.
+
+    ``tokens_for(detail)`` gives each image's token budget from its ``detail``
+    (the server's budget when None)."""
     out: list[ChatMessage] = []
     for message in messages:
         role = "system" if message.role == "developer" else message.role
@@ -51,7 +56,8 @@ async def to_chat_messages(messages: Sequence[RequestMessage],
                     if part.text:
                         parts.append(TextPart(part.text))
                 else:
-                    parts.append(ImagePart(await images.load(part.image_url.url)))
+                    tokens = tokens_for(part.image_url.detail) if tokens_for else None
+                    parts.append(ImagePart(await images.load(part.image_url.url, tokens)))
         calls = tuple(ToolCall(call.id, call.function.name, call.function.arguments)
                       for call in message.tool_calls or ())
         out.append(ChatMessage(role, tuple(parts), tool_calls=calls,

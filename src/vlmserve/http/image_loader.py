@@ -13,7 +13,7 @@ import asyncio
 
 import httpx
 
-from vlmserve.config import ImageOptions
+from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import ImageError, ImageTooLargeError, RequestError
 from vlmserve.images import decode_data_uri, prepare_image
 from vlmserve.types import PreparedImage
@@ -28,7 +28,9 @@ class ImageLoader:
         self.allow_remote = allow_remote
         self.timeout_s = timeout_s
 
-    async def load(self, url: str) -> PreparedImage:
+    async def load(self, url: str, tokens: TokenBudget | None = None) -> PreparedImage:
+        """The image at ``url``, resized by Qwen's rule within ``tokens`` (default: the
+        server's budget)."""
         scheme = url[: url.find(":")].lower() if ":" in url[:12] else ""
         if scheme == "data":
             data = await asyncio.to_thread(decode_data_uri, url, self.options.max_bytes)
@@ -42,7 +44,7 @@ class ImageLoader:
         else:
             raise ImageError("image_url must be a data:image/...;base64,... URI"
                              + (" or an http(s) URL" if self.allow_remote else ""))
-        return await asyncio.to_thread(prepare_image, data, self.options)
+        return await asyncio.to_thread(prepare_image, data, self.options, None, tokens)
 
     async def _fetch(self, url: str) -> bytes:
         try:

@@ -131,7 +131,7 @@ async def _complete(services: Services, job: CompletionJob, request: Request) ->
                         logprobs=(ChoiceLogprobs.of(generation.logprobs)
                                   if job.request.sampling.logprobs is not None else None))],
         usage=job.usage(final.stats),
-        x_vlmserve=job.extension(final.stats),
+        x_vlmserve=job.extension(final.stats, text),
     )
     return JSONResponse(completion.model_dump(mode="json"))
 
@@ -203,12 +203,13 @@ async def _sse(services: Services, job: CompletionJob,
             yield sse_event(error_body(error.http_status, error.message, error.code))
             break
         calls = tuple(parser.calls) if parser is not None else ()
-        job.store_turn(services, "".join(parts), calls)
+        answer = "".join(parts)
+        job.store_turn(services, answer, calls)
         final = ChatCompletionChunk(
             id=job.id, created=job.created, model=job.model.model_id,
             choices=[ChunkChoice(delta=Delta(),
                                  finish_reason=_finish_name(delta.finish_reason, bool(calls)))],
-            x_vlmserve=job.extension(stats),
+            x_vlmserve=job.extension(stats, answer),
         )
         yield sse_event(final.sse_json())
         if job.include_usage:

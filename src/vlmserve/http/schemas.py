@@ -26,7 +26,8 @@ class _Lenient(BaseModel):
 
 class ImageURL(_Lenient):
     url: str = Field(description="data:image/...;base64,... (or http(s) when allowed)")
-    detail: Literal["auto", "low", "high"] | None = None  # accepted; the size is ours
+    # low: at most 256 vision tokens; high / auto: the server's budget (docs/images.md)
+    detail: Literal["auto", "low", "high"] | None = None
 
 
 class TextContentPart(_Lenient):
@@ -97,7 +98,7 @@ class ChatCompletionRequest(_Lenient):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, gt=0.0)
-    # Accepted for compatibility (range-checked like OpenAI) but not applied.
+    # OpenAI's range; applied by llama.cpp's penalties sampler (docs/api.md for defaults)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=0, lt=2**32)
@@ -115,6 +116,12 @@ class ChatCompletionRequest(_Lenient):
     # vlmserve extensions
     session_id: str | None = Field(None, description="server-side conversation to continue")
     template: str | None = Field(None, description="prompt template name (see docs)")
+    x_image_min_tokens: int | None = Field(
+        None, ge=1, description="floor on vision tokens per image, within the server's bounds")
+    x_image_max_tokens: int | None = Field(
+        None, ge=1, description="cap on vision tokens per image, within the server's bounds")
+    x_boxes: bool = Field(False, description="ask for Qwen's JSON boxes and return them "
+                          "mapped to the photo's pixels in x_vlmserve.boxes")
 
     @property
     def n_top_logprobs(self) -> int | None:
@@ -178,6 +185,9 @@ class VlmserveExtension(BaseModel):
     dropped_images: int
     session_id: str | None = None
     template: str | None = None
+    boxes: list[dict[str, Any]] | None = Field(
+        None, description="grounding requests only: the answer's boxes and points, on the "
+        "model's 0-1000 grid and in the photo's pixels (docs/api.md)")
 
 
 class FunctionCall(BaseModel):

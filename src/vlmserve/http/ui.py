@@ -34,6 +34,8 @@ _CSS = """
 #vlm-status { min-height: 1.5em; color: #b00020; }
 /* a photo in the chat is a reminder of what was asked about, not the main content */
 #vlm-chat img { max-height: 200px; width: auto; object-fit: contain; }
+/* ... but a photo with boxes drawn on it is the answer: show it large */
+#vlm-chat img[src*=".boxes-"] { max-height: 560px; }
 """
 
 

@@ -16,12 +16,17 @@ from typing import Any
 
 import gradio as gr
 
+from vlmserve.annotate import annotated_png
 from vlmserve.chat import ChatMessage
+from vlmserve.config import TokenBudget, default_penalty
 from vlmserve.errors import VlmserveError
+from vlmserve.grounding import boxes_for
+from vlmserve.http.completions import newest_geometry
 from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
 from vlmserve.images import prepare_image
+from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
 from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
 
@@ -47,6 +52,12 @@ def _answer_with_stats(answer: str, stats: RequestStats | None, note: str = "") 
     if stats is not None:
         lines.append(f'<span class="vlm-stats">{stats_line(stats)}{note}</span>')
     return "\n\n".join(lines)
+
+
+def image_tokens_for(server: TokenBudget, template: PromptTemplate) -> TokenBudget:
+    """The page's image budget for a template: grounding and OCR raise the floor."""
+    floor = GROUNDING_MIN_TOKENS if template.boxes else template.min_image_tokens
+    return narrow_budget(server, floor=floor) if floor else server
 
 
 class ChatHandlers:
@@ -91,9 +102,11 @@ class ChatHandlers:
         chat = list(chat or [])
         history = list(history or [])
 
+        template = self.template(template_name)
         try:
             model = self.services.model()
-            images = [await self._load_image(path) for path in files]
+            tokens = image_tokens_for(self.services.settings.image_options().tokens, template)
+            images = [await self._load_image(path, tokens) for path in files]
         except VlmserveError as exc:
             gr.Warning(exc.message)
             yield gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc.message}"
@@ -104,7 +117,6 @@ class ChatHandlers:
             yield gr.skip(), gr.skip(), gr.skip(), message
             return
 
-        template = self.template(template_name)
         *system, user = template.to_messages(*images, question=text or None)
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
@@ -119,8 +131,12 @@ class ChatHandlers:
         generation: Generation | None = None
         try:
             grammar = template.grammar()
-            sampling = SamplingParams(max_tokens=max_tokens, temperature=float(temperature),
-                                      grammar=grammar)
+            settings = self.services.settings
+            temp = float(temperature)
+            sampling = SamplingParams(
+                max_tokens=max_tokens, temperature=temp, grammar=grammar,
+                presence_penalty=default_penalty(temp, settings.presence_penalty),
+                frequency_penalty=default_penalty(temp, settings.frequency_penalty))
             prepared: PreparedChat = await asyncio.to_thread(
                 fit_and_render, model, [*system, *history, user], budget)
             request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling)
@@ -152,7 +168,35 @@ class ChatHandlers:
         chat[-1] = {"role": "assistant", "content": _answer_with_stats(answer, final.stats,
                                                                        note)}
         kept = [m for m in prepared.messages if m.role != "system"]
+        if template.boxes:
+            # After the answer is complete: drawing is ordinary CPU work, off the loop.
+            drawn = await asyncio.to_thread(self._draw, chat, answer, prepared)
+            if drawn is not None:
+                chat.extend(drawn)
         yield chat, gr.skip(), [*kept, ChatMessage.assistant(answer)], ""
+
+    @staticmethod
+    def _draw(chat: list[dict[str, Any]], answer: str, prepared: PreparedChat,
+              ) -> list[dict[str, Any]] | None:
+        """Chat entries showing the answer's boxes drawn on the newest photo (and a line
+        naming them), or None when no photo is in the chat."""
+        photo = next((m["content"]["path"] for m in reversed(chat)
+                      if m["role"] == "user" and isinstance(m["content"], dict)), None)
+        if photo is None:
+            return None
+        boxes = boxes_for(answer, newest_geometry(prepared.prompt))
+        try:
+            png = annotated_png(Path(photo).read_bytes(), boxes)
+            # Beside the upload, in Gradio's own upload folder: a path it serves.
+            out = Path(photo).with_name(f"{Path(photo).stem}.boxes-{uuid.uuid4().hex[:8]}.png")
+            out.write_bytes(png)
+        except (OSError, VlmserveError):
+            return None
+        labels = ", ".join(b["label"] or "?" for b in boxes[:20])
+        line = (f"{len(boxes)} found: {labels}" if boxes
+                else "No boxes in this answer (it did not hold Qwen's JSON boxes).")
+        return [{"role": "assistant", "content": {"path": str(out)}},
+                {"role": "assistant", "content": f'<span class="vlm-stats">{line}</span>'}]
 
     @staticmethod
     def _failed(chat: list[dict[str, Any]], box: dict[str, Any], message: str) -> tuple:
@@ -164,13 +208,13 @@ class ChatHandlers:
             chat.pop()
         return chat, box, gr.skip(), f"⚠️ {message}"
 
-    async def _load_image(self, path: str) -> PreparedImage:
+    async def _load_image(self, path: str, tokens: TokenBudget | None = None) -> PreparedImage:
         """Read and prepare an upload; errors name the file as the person chose it."""
         name = Path(path).name
         options = self.services.settings.image_options()
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
-            return await asyncio.to_thread(prepare_image, data, options)
+            return await asyncio.to_thread(prepare_image, data, options, None, tokens)
         except VlmserveError as exc:
             raise type(exc)(f"{name}: {exc.message}") from None
         except OSError:

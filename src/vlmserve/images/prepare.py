@@ -9,8 +9,11 @@ Pipeline (``prepare_image``):
 3. EXIF orientation, so the model sees the picture the way a person does;
 4. optional crop (a zoom: the region is scaled so its longest edge is ``max_edge``);
 5. any colour mode to 8-bit RGB, transparency over white (``modes``);
-6. resize so the longest edge is at most ``max_edge`` (Lanczos);
-7. ``PreparedImage.from_rgb``: the content hash covers pixels, not the container.
+6. one resize (Lanczos) to the size Qwen's ``smart_resize`` gives the picture, its
+   longest edge first capped at ``max_edge``: sides multiples of 32 px, the token count
+   within the request's budget, so mtmd adds no resize of its own;
+7. ``PreparedImage.from_rgb``: the content hash covers pixels, not the container;
+   ``ImageGeometry`` records orientation, crop and size for mapping boxes back.
 
 Every failure is an ``ImageError`` (or ``ImageTooLargeError``) with a one-line
 message; no Pillow exception escapes. Reading a file or a ``data:`` URI is
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 from PIL import ExifTags, Image, ImageOps
 
-from vlmserve.config import ImageOptions
+from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import ImageError, ImageTooLargeError
-from vlmserve.images.crop import CropRegion, round_half_up
+from vlmserve.images.crop import CropRegion
 from vlmserve.images.formats import DECODE_ERRORS, decode_pixels, frame_count, open_header
 from vlmserve.images.limits import check_byte_size, check_frame_count, check_pixel_count
 from vlmserve.images.modes import to_rgb
-from vlmserve.types import PreparedImage
+from vlmserve.images.smart_resize import FACTOR, check_aspect_ratio, smart_resize
+from vlmserve.types import ImageGeometry, PreparedImage
 
 DEFAULT_OPTIONS = ImageOptions()  # frozen, so sharing one instance as a default is safe
 
@@ -36,13 +40,19 @@ def prepare_image(
     data: bytes,
     options: ImageOptions = DEFAULT_OPTIONS,
     crop: CropRegion | None = None,
+    tokens: TokenBudget | None = None,
 ) -> PreparedImage:
     """Decode, orient, optionally crop, convert to RGB and resize an uploaded image.
 
     Accepts JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first page), and
     HEIC/HEIF when pillow-heif is installed. Raises ``ImageTooLargeError`` for
     files over the byte, pixel or frame limits of ``options`` (checked before
-    decoding) and ``ImageError`` for anything that is not a readable image.
+    decoding) and ``ImageError`` for anything that is not a readable image or is
+    longer and thinner than Qwen accepts (aspect ratio over 200).
+
+    The result is sized by Qwen's ``smart_resize`` within ``tokens`` (default:
+    ``options.tokens``), so llama.cpp's mtmd keeps it as it is; its ``geometry``
+    records what was done, for mapping the model's coordinates back to the photo.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ImageError(f"image data must be bytes, got {type(data).__name__}")
@@ -50,51 +60,66 @@ def prepare_image(
     if not data:
         raise ImageError("image data is empty")
     check_byte_size(len(data), options.max_bytes)
+    budget = tokens or options.tokens
     try:
         with open_header(data) as source:
             check_pixel_count(source.width, source.height, options.max_pixels)
             check_frame_count(frame_count(source, data, options.max_frames), options.max_frames)
-            shrunk = _fit(source.size, options.max_edge, upscale=False)
-            if crop is None and source.format in ("JPEG", "MPO") and shrunk != source.size:
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is
-                # still at least the target size: faster, and a fraction of the memory.
-                source.draft(None, shrunk)
+            check_aspect_ratio(source.width, source.height)  # before any pixel is decoded
+            stored = source.size
+            if crop is None and source.format in ("JPEG", "MPO"):
+                # Both rules are symmetric in width and height, so the target in the
+                # file's orientation is known before its EXIF orientation is read.
+                target = _target(stored, options, budget, zoom=False)
+                if target[0] < stored[0] and target[1] < stored[1]:
+                    # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is
+                    # still at least the target size: faster, and a fraction of the memory.
+                    source.draft(None, target)
             decode_pixels(source)
-            image = _upright(source)
+            image, orientation = _upright(source)
+            upright = (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
             if crop is not None:
-                image = image.crop(crop.box(image.width, image.height))
-                target = _fit(image.size, options.max_edge, upscale=True)  # a crop is a zoom
+                region = crop.box(*upright)  # no draft with a crop: decoded == stored
+                image = image.crop(region)
             else:
-                target = _fit(image.size, options.max_edge, options.upscale)
+                region = (0, 0, *upright)
+            target = _target((region[2] - region[0], region[3] - region[1]), options, budget,
+                             zoom=crop is not None)
             rgb = to_rgb(image)
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.LANCZOS,
                                  reducing_gap=3.0 if target[0] < rgb.width else None)
-            return PreparedImage.from_rgb(rgb.tobytes(), rgb.width, rgb.height)
+            geometry = ImageGeometry(stored, orientation, region, target)
+            return PreparedImage.from_rgb(rgb.tobytes(), rgb.width, rgb.height, geometry)
     except MemoryError as exc:
         raise ImageTooLargeError("image is too large to decode in the memory available") from exc
 
 
-def _upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF (or XMP) Orientation tag, so the picture is upright."""
+def _target(size: tuple[int, int], options: ImageOptions, budget: TokenBudget,
+            zoom: bool) -> tuple[int, int]:
+    """The one size the picture is resized to: Qwen's ``smart_resize`` within ``budget``
+    of the picture with its longest edge capped at ``max_edge`` (a zoom is enlarged to
+    it). The capped size is kept exact (not rounded to pixels), so the cap never changes
+    the aspect ratio the rule sees: a 3200 x 16 strip stays at ratio 200, not 204.8."""
+    check_aspect_ratio(*size)
+    width, height = size
+    longest = max(width, height)
+    scale = 1.0
+    if longest > options.max_edge or (longest < options.max_edge and (zoom or options.upscale)):
+        scale = options.max_edge / longest
+    min_pixels, max_pixels = budget.pixel_bounds(FACTOR)
+    return smart_resize(width * scale, height * scale, min_pixels=min_pixels,
+                        max_pixels=max_pixels)
+
+
+def _upright(im: Image.Image) -> tuple[Image.Image, int]:
+    """Apply the EXIF (or XMP) Orientation tag, so the picture is upright; and which it was."""
     try:
         orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
         if orientation in (2, 3, 4, 5, 6, 7, 8):
-            return ImageOps.exif_transpose(im)
+            return ImageOps.exif_transpose(im), orientation
     except DECODE_ERRORS:
         # Unreadable EXIF is common in real photos; keep the pixels as stored
         # rather than refuse a picture the model can still look at.
         pass
-    return im
-
-
-def _fit(size: tuple[int, int], max_edge: int, upscale: bool) -> tuple[int, int]:
-    """The size with the longest edge scaled to ``max_edge`` (only down unless ``upscale``)."""
-    width, height = size
-    longest = max(width, height)
-    if longest == max_edge or (longest < max_edge and not upscale):
-        return size
-    scale = max_edge / longest
-    if width >= height:
-        return max_edge, max(1, round_half_up(height * scale))
-    return max(1, round_half_up(width * scale)), max_edge
+    return im, 1

@@ -20,6 +20,8 @@ import numpy as np
 from vlmserve.errors import EngineError, RequestError
 from vlmserve.types import SamplingParams
 
+PENALTY_WINDOW = 64  # tokens the penalties look back over (llama.cpp's server default)
+
 
 def token_logprobs(ctx: llama_cpp.llama_context_p, batch_index: int, n_vocab: int,
                    token: int, n_top: int) -> tuple[float, tuple[tuple[int, float], ...]]:
@@ -58,7 +60,7 @@ class Sampler:
         # Greedy and nothing else in the chain: the pick is an argmax (see module docstring).
         # ``fast_greedy=False`` keeps llama_sampler_sample, for the tests that compare the two.
         self._argmax_only = (fast_greedy and params.greedy and not params.grammar
-                             and params.repeat_penalty == 1.0)
+                             and not params.penalized)
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._chain = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -70,8 +72,14 @@ class Sampler:
                 self.free()
                 raise RequestError("the grammar (or JSON schema) could not be parsed")
             add(grammar)
-        if params.repeat_penalty != 1.0:
-            add(llama_cpp.llama_sampler_init_penalties(64, params.repeat_penalty, 0.0, 0.0))
+        if params.penalized:
+            # One sampler for all three, over the last PENALTY_WINDOW tokens: repeat divides
+            # a seen token's logit, frequency subtracts per occurrence, presence once. The
+            # vendored llama.h (0.3.36) takes n_vocab first; the old 4-argument call raised
+            # TypeError in the engine thread.
+            add(llama_cpp.llama_sampler_init_penalties(
+                n_vocab, PENALTY_WINDOW, params.repeat_penalty, params.frequency_penalty,
+                params.presence_penalty))
         if params.greedy:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
