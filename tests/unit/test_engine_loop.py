@@ -272,3 +272,17 @@ def test_logprobs_only_for_requests_that_ask_and_one_per_token(harnesses, monkey
             break
     assert [e.token for e in entries] == ids and ids
     assert all(len(e.top) == 3 and e.bytes == backend.token_bytes(e.token) for e in entries)
+
+
+def test_a_request_whose_setup_fails_unexpectedly_ends_with_an_error_not_a_hang(harnesses):
+    class BrokenSampler(FakeBackend):
+        def new_sampler(self, params):
+            raise TypeError("a bug in sampler setup")
+
+    backend = BrokenSampler(n_parallel=1)
+    h = harnesses(backend)
+    h.send("broken", image_prompt(seed=8))
+    _, end = h.result("broken", timeout=10)
+    assert end.finish_reason is FinishReason.ERROR and end.error.http_status == 500
+    assert all(c.freed for c in backend.chunks)
+    assert h.loop.queue_depth == 0 and not h.loop._preparing and not h.loop._waiting

@@ -206,7 +206,14 @@ class EngineLoop:
             if msg.error is not None:
                 raise msg.error
             self._build(job, msg.chunks or [])
-        except VlmserveError as exc:
+        except Exception as exc:  # the job is in no list now: end it here, whatever failed
+            if not isinstance(exc, VlmserveError):
+                log.exception("setting up a request failed")
+                exc = EngineError("the request could not be set up; see the server log")
+            owned = {id(c) for c in job.images.values()}
+            for chunk in msg.chunks or ():
+                if not isinstance(chunk, TextChunk) and id(chunk) not in owned:
+                    chunk.free()  # not handed to the job before the failure
             self._dequeued()
             self._end_unstarted(job, FinishReason.ERROR, exc)
             return
