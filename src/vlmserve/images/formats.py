@@ -14,8 +14,10 @@ import zlib
 
 from PIL import Image, ImageFile
 
+from vlmserve.config import ImageOptions
 from vlmserve.errors import ImageError, ImageTooLargeError
 from vlmserve.images.containers import gif_frame_count, looks_like_heif, tiff_frame_count
+from vlmserve.images.limits import check_header
 
 # Pillow format ids we decode, in probing order.
 BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -103,6 +105,23 @@ def open_header(data: bytes) -> ImageFile.ImageFile:
         raise ImageError("HEIC/HEIF image, but pillow-heif is not installed")
     names = ", ".join(dict.fromkeys(_NAMES[f] for f in formats))
     raise ImageError(f"not an image (unrecognized format; accepted: {names})")
+
+
+def open_checked(data: bytes, options: ImageOptions) -> ImageFile.ImageFile:
+    """The header opened and every limit of ``options`` checked; no pixel decoded yet.
+
+    One call for what the pipeline needs before decoding, so the bytes go down
+    through formats -> containers / limits once. Close the result (a context manager).
+    """
+    source = open_header(data)
+    try:
+        n_frames = frame_count(source, data, options.max_frames)
+        check_header(len(data), source.width, source.height, n_frames, options.max_bytes,
+                     options.max_pixels, options.max_frames)
+    except BaseException:
+        source.close()
+        raise
+    return source
 
 
 def frame_count(im: ImageFile.ImageFile, data: bytes, max_frames: int) -> int:

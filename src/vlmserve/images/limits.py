@@ -41,6 +41,14 @@ def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def check_header(n_bytes: int, width: int, height: int, n_frames: int, max_bytes: int,
+                 max_pixels: int, max_frames: int) -> None:
+    """Every limit an image's header can break, in the order a person would ask."""
+    check_byte_size(n_bytes, max_bytes)
+    check_pixel_count(width, height, max_pixels)
+    check_frame_count(n_frames, max_frames)
+
+
 def check_frame_count(n_frames: int, max_frames: int) -> None:
     """Refuse an animation or multi-page file with more than ``max_frames`` frames."""
     if n_frames > max_frames:

@@ -2,8 +2,10 @@
 
 Pipeline (``prepare_image``):
 
-1. byte limit, then the header only: format, size, frame count
-   (``formats``, ``limits``);
+1. the header only (format, size, frame count), then every limit it can break:
+   bytes, pixels, frames (``formats.open_checked``, which goes down to
+   ``containers`` and ``limits`` once; files and ``data:`` URIs had their byte limit
+   checked by ``sources`` before they were read);
 2. decode the first frame (JPEG is decoded at a reduced DCT scale when it will
    be shrunk anyway, as Pillow's ``thumbnail`` does);
 3. EXIF orientation, so the model sees the picture the way a person does;
@@ -27,8 +29,7 @@ from PIL import ExifTags, Image, ImageOps
 from vlmserve.config import ImageOptions, TokenBudget
 from vlmserve.errors import ImageError, ImageTooLargeError
 from vlmserve.images.crop import CropRegion
-from vlmserve.images.formats import DECODE_ERRORS, decode_pixels, frame_count, open_header
-from vlmserve.images.limits import check_byte_size, check_frame_count, check_pixel_count
+from vlmserve.images.formats import DECODE_ERRORS, decode_pixels, open_checked
 from vlmserve.images.modes import to_rgb
 from vlmserve.images.smart_resize import FACTOR, check_aspect_ratio, smart_resize
 from vlmserve.types import ImageGeometry, PreparedImage
@@ -59,12 +60,9 @@ def prepare_image(
     data = bytes(data)  # no copy when it already is bytes
     if not data:
         raise ImageError("image data is empty")
-    check_byte_size(len(data), options.max_bytes)
     budget = tokens or options.tokens
     try:
-        with open_header(data) as source:
-            check_pixel_count(source.width, source.height, options.max_pixels)
-            check_frame_count(frame_count(source, data, options.max_frames), options.max_frames)
+        with open_checked(data, options) as source:
             check_aspect_ratio(source.width, source.height)  # before any pixel is decoded
             stored = source.size
             if crop is None and source.format in ("JPEG", "MPO"):
