@@ -21,20 +21,38 @@ from vlmserve.bench.runner import Sample
 from vlmserve.bench.workload import BenchError
 
 
+def api_client(url: str, api_key: str | None, timeout_s: float, max_connections: int
+               ) -> tuple[str, httpx.Client]:
+    """A running server's ``/v1`` base URL and a client for it (bearer key when given)."""
+    base = url.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return base, httpx.Client(base_url=base, headers=headers,
+                              timeout=httpx.Timeout(timeout_s, connect=10.0),
+                              limits=httpx.Limits(max_connections=max_connections))
+
+
+def first_model(client: httpx.Client, base_url: str) -> str:
+    """The id of the first model ``/v1/models`` lists (what a server serves by default)."""
+    try:
+        r = client.get("/models")
+        r.raise_for_status()
+        data = r.json().get("data") or []
+    except (httpx.HTTPError, ValueError) as exc:
+        raise BenchError(f"cannot list the models of {base_url}: {exc}") from exc
+    if not data:
+        raise BenchError(f"{base_url}/models lists no model")
+    return str(data[0].get("id"))
+
+
 class HttpTarget:
     concurrent = True
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
                  timeout_s: float = 600.0) -> None:
-        base = url.rstrip("/")
-        if not base.endswith("/v1"):
-            base += "/v1"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base
-        self.client = httpx.Client(base_url=base, headers=headers,
-                                   timeout=httpx.Timeout(timeout_s, connect=10.0),
-                                   limits=httpx.Limits(max_connections=128))
-        self.model = model or self._first_model()
+        self.base_url, self.client = api_client(url, api_key, timeout_s, max_connections=128)
+        self.model = model or first_model(self.client, self.base_url)
         self._overhead: int | None = None
 
     def close(self) -> None:
@@ -51,12 +69,6 @@ class HttpTarget:
             return r.json()
         except ValueError as exc:
             raise BenchError(f"{self.base_url}{path} did not answer JSON") from exc
-
-    def _first_model(self) -> str:
-        data = self._call("GET", "/models").get("data") or []
-        if not data:
-            raise BenchError(f"{self.base_url}/models lists no model")
-        return str(data[0].get("id"))
 
     def _prompt_tokens(self, content: str) -> int:
         body = self._call("POST", "/chat/completions", json={

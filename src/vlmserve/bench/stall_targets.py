@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from vlmserve.bench.http import api_client, first_model
 from vlmserve.bench.workload import BenchError
 
 
@@ -101,29 +102,11 @@ class HttpStallTarget:
 
     def __init__(self, url: str, api_key: str | None = None, model: str | None = None,
                  timeout_s: float = 600.0) -> None:
-        base = url.rstrip("/")
-        if not base.endswith("/v1"):
-            base += "/v1"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base
-        self.client = httpx.Client(base_url=base, headers=headers,
-                                   timeout=httpx.Timeout(timeout_s, connect=10.0),
-                                   limits=httpx.Limits(max_connections=64))
-        self.model = model or self._first_model()
+        self.base_url, self.client = api_client(url, api_key, timeout_s, max_connections=64)
+        self.model = model or first_model(self.client, self.base_url)
 
     def close(self) -> None:
         self.client.close()
-
-    def _first_model(self) -> str:
-        try:
-            r = self.client.get("/models")
-            r.raise_for_status()
-            data = r.json().get("data") or []
-        except (httpx.HTTPError, ValueError) as exc:
-            raise BenchError(f"cannot list the models of {self.base_url}: {exc}") from exc
-        if not data:
-            raise BenchError(f"{self.base_url}/models lists no model")
-        return str(data[0].get("id"))
 
     @staticmethod
     def data_uri(picture: bytes) -> str:
