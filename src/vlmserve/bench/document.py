@@ -11,14 +11,13 @@ every mode (in process, HTTP, quantization table, baseline).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
 
 from vlmserve.bench import SCHEMA_VERSION
 from vlmserve.bench.gguf_facts import ModelFacts
-from vlmserve.bench.machine import load_average, machine_info, versions
+from vlmserve.bench.machine import load_average, run_header
 from vlmserve.bench.summary import median, ratio
 from vlmserve.bench.workload import Workload
 
@@ -159,14 +158,7 @@ def get_path(doc: dict[str, Any], dotted: str) -> tuple[bool, Any]:
 def base_doc(w: Workload, command: str, mode: str) -> dict[str, Any]:
     """Every top-level key of the document, in order; the sections a run fills are None."""
     return {
-        "schema": SCHEMA_VERSION,
-        "command": command,
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "duration_s": None,
-        "mode": mode,
-        "machine": machine_info(),
-        "load_average": {"start": load_average(), "end": None},
-        "versions": versions(),
+        **run_header(SCHEMA_VERSION, command, mode),
         "workload": {"image": [w.width, w.height], "prompt_tokens": w.prompt_tokens,
                      "max_tokens": w.max_tokens, "runs": w.runs, "warmup": w.warmup,
                      "concurrency": list(w.concurrency), "sampling": "greedy (temperature 0)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import resource
@@ -118,4 +119,15 @@ def machine_info() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "gpu": None,  # filled from the engine's backend when it offloads to a GPU
+    }
+
+
+def run_header(schema: str, command: str, mode: str, **first: object) -> dict[str, object]:
+    """The keys every benchmark document opens with, in order (``first``, e.g. the
+    scenario, right after the schema); ``duration_s`` and the end load are filled last."""
+    return {
+        "schema": schema, **first, "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "duration_s": None, "mode": mode, "machine": machine_info(),
+        "load_average": {"start": load_average(), "end": None}, "versions": versions(),
     }

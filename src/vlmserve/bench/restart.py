@@ -10,7 +10,6 @@ is not). The figure is the second TTFT against the first.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from vlmserve.bench.machine import load_average, machine_info, versions
+from vlmserve.bench.machine import load_average, run_header
 from vlmserve.bench.stall import jpeg_picture
 from vlmserve.bench.workload import BenchError, parse_image_size
 
@@ -43,11 +42,8 @@ def run_cli(args: argparse.Namespace) -> int:
     model, mmproj = resolve_model_paths(args.model, args.mmproj)
     t0 = time.perf_counter()
     doc: dict[str, Any] = {
-        "schema": SCHEMA, "scenario": "restart",
-        "command": shlex.join(["vlmserve", *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": machine_info(), "versions": versions(),
-        "load_average": {"start": load_average(), "end": None},
+        **run_header(SCHEMA, shlex.join(["vlmserve", *sys.argv[1:]]), "in-process",
+                     scenario="restart"),
         "workload": {"image": [width, height], "runs": args.runs, "max_tokens": 8,
                      "question": QUESTION},
         "model": {"path": str(model), "mmproj_path": str(mmproj)},

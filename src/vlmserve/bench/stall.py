@@ -19,7 +19,6 @@ one long-lived server from hitting its image cache).
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import secrets
 import statistics
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from vlmserve.bench.machine import load_average, machine_info, versions
+from vlmserve.bench.machine import load_average, run_header
 from vlmserve.bench.stall_targets import StreamRecord
 from vlmserve.bench.summary import summarize
 from vlmserve.bench.workload import BenchError, make_picture
@@ -267,15 +266,7 @@ def measure(target: StallTarget, w: StallWorkload,
 
 def base_doc(w: StallWorkload, mode: str, command: str) -> dict[str, Any]:
     return {
-        "schema": SCHEMA,
-        "scenario": "stall",
-        "command": command,
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "duration_s": None,
-        "mode": mode,
-        "machine": machine_info(),
-        "load_average": {"start": load_average(), "end": None},
-        "versions": versions(),
+        **run_header(SCHEMA, command, mode, scenario="stall"),
         "workload": {
             "image": [w.width, w.height], "image_format": "jpeg", "newcomers": w.newcomers,
             "newcomer_tokens": w.newcomer_tokens, "stream_max_tokens": w.stream_tokens,
