@@ -39,9 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(~0.33 GB), medium (~1.8 GB), 8b-layers (~3.6 GB)")
     g.add_argument("--demo-dir", help="keep the demo model (and quantizations) here and reuse "
                    "them next time (default: a temporary folder)")
-    g.add_argument("--vocab", choices=["demo", "qwen"], default="demo",
-                   help="with --demo: the small trained vocabulary (default) or Qwen's real "
-                   "151,936 tokens (see demo-model --vocab)")
+    g.add_argument("--vocab", choices=["auto", "demo", "qwen"], default="auto",
+                   help="with --demo: the small trained vocabulary or Qwen's real 151,936 "
+                   "tokens (see demo-model --vocab); auto (default): qwen for 8b-layers, "
+                   "whose figures stand for the real model's speed, demo for the others")
     g.add_argument("--url", help="benchmark a running server (vlmserve serve, or any "
                    "OpenAI-compatible one) instead of loading the model here")
     g.add_argument("--api-key", help="bearer token for --url")
@@ -99,7 +100,10 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
         raise BenchError(f"--threads must be >= 0, got {args.threads}")
     if args.ctx_size and args.ctx_size < 256:
         raise BenchError(f"--ctx-size must be >= 256, got {args.ctx_size}")
-    if args.vocab != "demo" and not args.demo:
+    vocab = args.vocab
+    if vocab == "auto":
+        vocab = "qwen" if args.demo == "8b-layers" else "demo"
+    if vocab != "demo" and not args.demo:
         raise BenchError("--vocab chooses a demo model's vocabulary: pass it with --demo SIZE")
     if args.demo and args.model:
         raise BenchError("pass either --demo SIZE or --model FILE, not both")
@@ -119,7 +123,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     return BenchOptions(
         workload=workload, command=shlex.join(["vlmserve", *argv]), model=model, mmproj=mmproj,
-        demo_size=args.demo, demo_vocab=args.vocab, demo_dir=Path(args.demo_dir).expanduser() if args.demo_dir else None,
+        demo_size=args.demo, demo_vocab=vocab, demo_dir=Path(args.demo_dir).expanduser() if args.demo_dir else None,
         threads=args.threads, ctx_size=args.ctx_size, n_gpu_layers=args.n_gpu_layers,
         baseline=args.baseline, baseline_flash_attn=args.baseline_flash_attn, url=args.url, api_key=args.api_key,
         quant_table=args.quant_table, roofline=not args.no_roofline,
