@@ -12,6 +12,7 @@ made to fail; every call is logged with the thread that made it.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import threading
 import time
 from collections.abc import Sequence
@@ -172,6 +173,13 @@ class FakeBackend:
 
     def token_bytes(self, token: int) -> bytes:
         return bytes([97 + token % 26])
+
+    def seq_state(self, seq_id: int) -> np.ndarray:
+        return np.frombuffer(pickle.dumps(sorted(self._kv[seq_id])), dtype=np.uint8).copy()
+
+    def set_seq_state(self, seq_id: int, state: np.ndarray) -> bool:
+        self._kv[seq_id] = set(pickle.loads(state.tobytes()))
+        return True
 
     def seq_truncate(self, seq_id: int, pos: int) -> bool:
         self._kv[seq_id] = {c for c in self._kv[seq_id] if c[0][0] < pos}

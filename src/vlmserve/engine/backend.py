@@ -131,6 +131,14 @@ class DecodeBackend(Protocol):
         """Drop ``seq_id``'s cells at positions >= ``pos``; False if the whole sequence had to go."""
         ...
 
+    def seq_state(self, seq_id: int) -> np.ndarray:
+        """A copy of ``seq_id``'s KV (cells, positions, keys and values) as raw bytes."""
+        ...
+
+    def set_seq_state(self, seq_id: int, state: np.ndarray) -> bool:
+        """Replace ``seq_id``'s KV with ``state`` (from ``seq_state``); False if refused."""
+        ...
+
 
 class VisionBackend(Protocol):
     """The vision stage's view: split prompts into chunks, run the vision encoder."""

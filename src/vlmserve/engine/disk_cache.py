@@ -115,7 +115,7 @@ def read_record(f: BinaryIO, key: str) -> np.ndarray:
         raise _Corrupt(f"unreadable header: {exc}") from exc
     if stored_key != key:
         raise _Corrupt("written for another key")
-    if dtype.kind != "f" or len(shape) > _MAX_DIMS or any(n < 0 for n in shape):
+    if dtype.kind not in "fu" or len(shape) > _MAX_DIMS or any(n < 0 for n in shape):
         raise _Corrupt(f"unexpected dtype {dtype} or shape {shape}")
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != payload_bytes:
         raise _Corrupt("shape and payload length disagree")
@@ -188,8 +188,8 @@ class DiskEmbeddingCache:
                 self._sizes.move_to_end(name)
                 return False
         embd = np.ascontiguousarray(embd)
-        if embd.dtype.kind != "f":
-            raise ValueError(f"embeddings must be a float array, got {embd.dtype}")
+        if embd.dtype.kind not in "fu":
+            raise ValueError(f"entries are float embeddings or raw bytes, got {embd.dtype}")
         head, payload = encode_record(key, embd)
         size = len(head) + payload.nbytes
         if size > self.budget_bytes:

@@ -30,7 +30,7 @@ def create_engine(config: EngineConfig, vision_worker: bool = True) -> EngineCli
     vision = VisionStage(backend, inbox.put, disk=disk, threaded=vision_worker)
     loop = EngineLoop(backend, vision, inbox, ImageCache(config.image_cache_mb * 1024 * 1024),
                       max_queue=config.max_queue, prefix_cache=config.prefix_cache,
-                      image_slice=config.image_slice)
+                      image_slice=config.image_slice, prefix_store=disk)
     loop.start()
     return EngineClient(backend, loop, disk)
 

@@ -12,6 +12,7 @@ back through each request's ``emit`` callback, which must not block.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -20,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from vlmserve.engine.backend import BatchToken, DecodeBackend, EmbdSlice, ImageChunk, TextChunk
 from vlmserve.engine.detokenize import IncrementalDetokenizer
 from vlmserve.engine.image_cache import ImageCache
@@ -27,7 +30,7 @@ from vlmserve.engine.prefix_cache import ImageUnit, cells_in, choose_slot, posit
 from vlmserve.engine.scheduler import PrefillNeed, StepPlan, plan_step
 from vlmserve.engine.slots import Job, Slot, SlotState
 from vlmserve.engine.stats import EngineCounters
-from vlmserve.engine.vision import Encoded, Prepared, VisionStage
+from vlmserve.engine.vision import EmbeddingStore, Encoded, Prepared, VisionStage
 from vlmserve.errors import (
     ContextOverflowError,
     EngineError,
@@ -63,7 +66,7 @@ class EngineLoop:
 
     def __init__(self, backend: DecodeBackend, vision: VisionStage, inbox: Inbox,
                  image_cache: ImageCache, max_queue: int, prefix_cache: bool = True,
-                 image_slice: int = 64) -> None:
+                 image_slice: int = 64, prefix_store: EmbeddingStore | None = None) -> None:
         self.backend = backend
         self.vision = vision
         self.image_cache = image_cache
@@ -72,6 +75,11 @@ class EngineLoop:
         self.n_batch = backend.info.n_batch
         self.image_slice = min(image_slice, self.n_batch)
         self.counters = EngineCounters()
+        # The disk tier also keeps the KV of each prompt prefix that ends with an image,
+        # so a restarted server skips that image's prefill too, not only its encode.
+        self._prefix_store = prefix_store
+        info = backend.info
+        self._prefix_ns = f"{info.model_path}:{info.model_size_bytes}:{info.mmproj_id}"
         self.slots = [Slot(i) for i in range(backend.info.n_parallel)]
         self._inbox = inbox
         self._preparing: dict[str, Job] = {}  # at the vision stage's prepare thread
@@ -219,8 +227,11 @@ class EngineLoop:
             return
         self._waiting.append(job)
         held = {u.key for s in self.slots for u in s.cached if isinstance(u, ImageUnit)}
+        on_disk = self._stored_prefix_end(job)
         for i, chunk in job.images.items():
-            if chunk.key not in held:  # else a slot's KV probably has it: decide at admission
+            # else a slot's KV, or the disk tier's KV of the prefix, probably has it:
+            # decide at admission
+            if chunk.key not in held and i >= on_disk:
                 self._want_image(job, i)
 
     def _build(self, job: Job, chunks: list) -> None:
@@ -307,7 +318,10 @@ class EngineLoop:
         choice = choose_slot([(s.index, s.cached, s.last_used) for s in free], job.units)
         slot = self.slots[choice.slot_index]
         reused = choice.reused_units if self.prefix_cache else 0
-        if not self.backend.seq_truncate(slot.index, position_after(job.units, reused)):
+        restored = self._restore_prefix(slot, job, reused) if self.prefix_cache else None
+        if restored is not None:
+            reused = restored  # 0: the restore failed and the sequence was cleared
+        elif not self.backend.seq_truncate(slot.index, position_after(job.units, reused)):
             reused = 0  # llama.cpp cleared the whole sequence instead
         pos = position_after(job.units, reused)
         slot.keep(reused)
@@ -319,6 +333,50 @@ class EngineLoop:
         for i in job.images:
             if i >= reused:
                 self._want_image(job, i)
+
+    def _prefix_key(self, units: list, n: int) -> str:
+        h = hashlib.sha256(self._prefix_ns.encode())
+        h.update(repr(tuple(units[:n])).encode())
+        return "kv:" + h.hexdigest()
+
+    def _stored_prefix_end(self, job: Job) -> int:
+        """How many leading units the disk tier's longest stored prefix covers (0: none)."""
+        if self._prefix_store is None or not self.prefix_cache:
+            return 0
+        for i in sorted(job.images, reverse=True):
+            if self._prefix_key(job.units, i + 1) in self._prefix_store:
+                return i + 1
+        return 0
+
+    def _restore_prefix(self, slot: Slot, job: Job, reused: int) -> int | None:
+        """Load the longest prompt prefix ending with an image, beyond what the slot holds,
+        whose KV the disk tier has; the number of units now in KV, or None (not found)."""
+        if self._prefix_store is None:
+            return None
+        for i in sorted((i for i in job.images if i >= reused), reverse=True):
+            key = self._prefix_key(job.units, i + 1)
+            if key not in self._prefix_store:
+                continue
+            state = self._prefix_store.get(key)
+            if state is None or state.dtype != np.uint8:
+                continue
+            slot.keep(0)
+            if not self.backend.set_seq_state(slot.index, state):
+                log.warning("llama.cpp refused a stored KV prefix; reading the prompt instead")
+                return 0
+            slot.add(job.units[:i + 1])
+            n_images = sum(1 for u in job.units[reused:i + 1] if isinstance(u, ImageUnit))
+            job.image_disk_hits += n_images
+            self.counters.image_disk_hits += n_images
+            self.counters.prefix_disk_hits += 1
+            return i + 1
+        return None
+
+    def _store_prefix(self, slot: Slot, job: Job) -> None:
+        """Keep the KV of the prompt so far (it just ended with an image) on disk."""
+        key = self._prefix_key(job.units, job.cursor)
+        if key not in self._prefix_store:
+            self.vision.store(key, self.backend.seq_state(slot.index))
 
     # ---- running -------------------------------------------------------------------
     def _run_tokens(self, plan: StepPlan) -> None:
@@ -422,6 +480,8 @@ class EngineLoop:
                 job.cursor += 1
                 job.n_past += unit.n_pos
                 job.image_done, job.image_pos = 0, None
+                if self._prefix_store is not None:
+                    self._store_prefix(slot, job)
             self.counters.prompt_tokens_processed += n
 
     def _accept(self, slot: Slot, token: int) -> None:

@@ -21,6 +21,7 @@ class EngineCounters:
     completion_tokens: int = 0
     images_encoded: int = 0  # vision-encoder runs
     image_disk_hits: int = 0  # embeddings read from the disk tier instead
+    prefix_disk_hits: int = 0  # prompt prefixes (through an image) whose KV came from disk
     image_slices: int = 0  # llama_decode calls that put image embeddings into KV
     steps: int = 0  # llama_decode calls for token batches
     batch_tokens: int = 0  # tokens over all those calls

@@ -41,6 +41,8 @@ class EmbeddingStore(Protocol):
 
     def put(self, key: str, embd: np.ndarray) -> bool: ...
 
+    def __contains__(self, key: str) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -61,6 +63,12 @@ class Encoded:
     from_disk: bool = False
     encode_ms: float = 0.0
     error: VlmserveError | None = None
+
+
+@dataclass(frozen=True)
+class _StoreTask:
+    key: str
+    data: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,16 @@ class VisionStage:
         else:
             self._encode(task)
 
+    def store(self, key: str, data: np.ndarray) -> None:
+        """Write ``data`` to the disk tier under ``key``, on the encoder thread (after the
+        encodes already asked for), so the engine thread never waits for the disk."""
+        if self._disk is None:
+            return
+        if self._threaded:
+            self._encode_q.put(_StoreTask(key, data))
+        else:
+            self._write(key, data)
+
     def cancel(self, request_id: str) -> None:
         """Skip the request's encodes not yet started (each still answers, cancelled)."""
         with self._lock:
@@ -157,7 +175,10 @@ class VisionStage:
             return
         self._deliver(Prepared(request_id, chunks))
 
-    def _encode(self, task: _EncodeTask) -> None:
+    def _encode(self, task: _EncodeTask | _StoreTask) -> None:
+        if isinstance(task, _StoreTask):
+            self._write(task.key, task.data)
+            return
         with self._lock:
             cancelled = task.request_id in self._cancelled
         if cancelled:
@@ -181,8 +202,12 @@ class VisionStage:
             return
         ms = (time.perf_counter() - t0) * 1000
         self._deliver(Encoded(task.request_id, task.unit_index, embd, encode_ms=ms))
-        if self._disk is not None:  # after delivering: the request does not wait for the disk
-            try:
-                self._disk.put(key, embd)
-            except OSError as exc:
-                log.warning("could not write the image-embedding disk cache: %s", exc)
+        self._write(key, embd)  # after delivering: the request does not wait for the disk
+
+    def _write(self, key: str, data: np.ndarray) -> None:
+        if self._disk is None:
+            return
+        try:
+            self._disk.put(key, data)
+        except OSError as exc:
+            log.warning("could not write the image-embedding disk cache: %s", exc)

@@ -166,6 +166,9 @@ class EngineCollector(Collector):
                                   value=c.image_disk_hits)
         yield CounterMetricFamily("vlmserve_images_encoded", "Vision-encoder runs",
                                   value=c.images_encoded)
+        yield CounterMetricFamily("vlmserve_prefix_disk_hits",
+                                  "Prompt prefixes through an image whose KV came from disk",
+                                  value=c.prefix_disk_hits)
         yield CounterMetricFamily("vlmserve_image_slices",
                                   "Decode calls putting image embeddings into KV",
                                   value=c.image_slices)

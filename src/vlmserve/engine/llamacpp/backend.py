@@ -424,6 +424,26 @@ class LlamaBackend:
         return token_logprobs(self._ctx, batch_index, self.n_vocab, token, n_top)
 
     # ---- KV memory -----------------------------------------------------------------
+    def seq_state(self, seq_id: int) -> np.ndarray:
+        n = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
+        buf = np.empty(n, dtype=np.uint8)
+        got = llama_cpp.llama_state_seq_get_data(
+            self._ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), n, seq_id)
+        if got != n:
+            raise EngineError(f"could not copy sequence {seq_id}'s KV ({got} of {n} bytes)")
+        return buf
+
+    def set_seq_state(self, seq_id: int, state: np.ndarray) -> bool:
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
+        state = np.ascontiguousarray(state, dtype=np.uint8)
+        got = llama_cpp.llama_state_seq_set_data(
+            self._ctx, state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), state.nbytes,
+            seq_id)
+        if got != state.nbytes:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, 0, -1)
+            return False
+        return True
+
     def seq_truncate(self, seq_id: int, pos: int) -> bool:
         """Drop ``seq_id``'s KV cells at positions >= ``pos`` (0 clears the sequence).
 
