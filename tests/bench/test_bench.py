@@ -4,13 +4,10 @@ internal consistency (never for speed: timings on a shared CI box mean nothing).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench.cli import vlmserve
 from vlmserve.bench.document import FIELDS, get_path
 from vlmserve.bench.summary import summarize
 from vlmserve.bench.workload import (
@@ -21,16 +18,9 @@ from vlmserve.bench.workload import (
     parse_image_size,
 )
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_TOKENS = 8
 
 
-def vlmserve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("VLMSERVE_MODEL", None)
-    env.pop("VLMSERVE_MMPROJ", None)
-    return subprocess.run([sys.executable, "-m", "vlmserve.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.bench.test_stall import vlmserve
+from tests.bench.cli import vlmserve
 
 
 def test_restart_scenario_reports_a_disk_hit_after_the_reload(tiny_model, tmp_path):

@@ -5,17 +5,13 @@ check: timings on a shared box mean nothing). Plus the window arithmetic on made
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench.cli import vlmserve
 from tests.live_server import LiveServer
 from vlmserve.bench.stall import gaps_overlapping, token_times
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 NEWCOMERS, NEWCOMER_TOKENS, RUNS = 2, 4, 2
 SMALL = ["--image", "128x128", "--newcomers", str(NEWCOMERS), "--newcomer-tokens",
          str(NEWCOMER_TOKENS), "--runs", str(RUNS), "--stream-tokens", "1500",
@@ -23,12 +19,6 @@ SMALL = ["--image", "128x128", "--newcomers", str(NEWCOMERS), "--newcomer-tokens
          "--seed-base", "424242"]  # fixed pictures: greedy answers are the same every run
 
 
-def vlmserve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("VLMSERVE_MODEL", None)
-    env.pop("VLMSERVE_MMPROJ", None)
-    return subprocess.run([sys.executable, "-m", "vlmserve.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_gaps_cover_the_window_and_the_gaps_that_cross_its_edges():
