@@ -200,7 +200,7 @@ def test_openapi_documents_the_errors_and_the_metrics_content_type(server):
     ref = "#/components/schemas/ErrorBody"
     assert "422" not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
     for path, operations in schema["paths"].items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             if path.startswith("/v1/"):
                 for status in ("400", "401", "404", "413", "500", "503"):
                     content = operation["responses"][status]["content"]
@@ -224,7 +224,7 @@ _message = st.fixed_dictionaries(
               | _json, "tool_calls": _json, "tool_call_id": _json})
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
+@settings(max_examples=25, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(messages=st.lists(_message, max_size=4), extra=st.dictionaries(
     st.sampled_from(["max_tokens", "stop", "seed", "n", "tools", "response_format"]), _json,
