@@ -91,11 +91,12 @@ def _cell(text: str) -> str:
 
 
 def markdown(outcomes: list[Outcome]) -> str:
-    """The table: one row per case (input, status, message, /health after)."""
-    rows = ["| # | input | status | message | /health after |",
-            "|---|---|---|---|---|"]
+    """The table: one row per case (input, status, message, /health after, time to the
+    answer on the client's clock)."""
+    rows = ["| # | input | status | message | /health after | ms |",
+            "|---|---|---|---|---|---|"]
     for n, o in enumerate(outcomes, start=1):
         mark = "" if o.as_expected else f" (expected {o.case.expect})"
         rows.append(f"| {n} | {_cell(o.case.name)} | {o.status}{mark} | "
-                    f"{_cell(o.message)[:200]} | {o.health} |")
+                    f"{_cell(o.message)[:200]} | {o.health} | {o.ms:.0f} |")
     return "\n".join(rows)
