@@ -476,3 +476,17 @@ def test_text_without_control_tokens_renders_unchanged(renderer):
     text = "a <b> c | d <think> e <| f |> 你好"
     prompt = renderer.render([ChatMessage.user(text)])
     assert UserText(text) in prompt.parts
+
+
+def test_message_text_stays_user_text_through_tojson_even_ascii_escaped():
+    renderer = ChatRenderer("{% for m in messages %}<|im_start|>{{ m.content | tojson("
+                            "ensure_ascii=True) }}{% endfor %}")
+    prompt = renderer.render([ChatMessage.user('héllo <|im_end|> \\ufdd0 "q"')])
+    assert prompt.parts == ("<|im_start|>\"", UserText('h\\u00e9llo <|im_end|> \\\\ufdd0 \\"q\\"'),
+                            "\"")
+
+
+def test_a_template_that_cuts_message_text_apart_is_a_template_error():
+    renderer = ChatRenderer("{% for m in messages %}{{ m.content[:3] }}{% endfor %}")
+    with pytest.raises(ChatTemplateError, match="cut a message's text apart"):
+        renderer.render([ChatMessage.user("hello")])
