@@ -175,7 +175,10 @@ def test_conversation_errors_name_the_real_problem(server):
     assert "system message after the conversation started" in error_of(mid_system)["message"]
 
     empty = httpx.post(server.url + "/v1/chat/completions", timeout=10)
-    assert empty.status_code == 400 and "body is empty" in error_of(empty)["message"]
+    assert empty.status_code == 400
+    assert "body is empty: send a JSON object with messages" in error_of(empty)["message"]
+    empty = httpx.post(server.url + "/v1/responses", timeout=10)
+    assert "body is empty: send a JSON object with input" in error_of(empty)["message"]
 
     part = post(server, chat([{"type": "input_audio", "input_audio": {}}]))
     assert part.status_code == 400

@@ -186,6 +186,14 @@ _JSON_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
                "NoneType": "null"}
 
 
+def _required_fields(request: Request) -> list[str]:
+    """The required fields of the route's body model (what an empty body is missing)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", {})
+    return [name for name, info in fields.items() if info.is_required()]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the app's own routes raise to an OpenAI-shaped JSON body."""
 
@@ -197,6 +205,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # OpenAI answers 400 for a bad parameter, not FastAPI's default 422.
         message, param = describe_validation_error(exc)
+        if message.startswith("the request body is empty"):
+            required = _required_fields(request)
+            if required:
+                message = message.replace("a JSON object", "a JSON object with "
+                                          + ", ".join(required), 1)
         return error_response(400, message, "invalid_request_error", param)
 
     @app.exception_handler(StarletteHTTPException)
