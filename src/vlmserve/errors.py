@@ -15,9 +15,10 @@ class VlmserveError(Exception):
     http_status: int = 400
     code: str = "invalid_request_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request parameter at fault, when one is (HTTP's "param")
 
 
 class ModelLoadError(VlmserveError):

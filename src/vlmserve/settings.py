@@ -130,6 +130,9 @@ class ServerSettings(BaseSettings):
         4096, "requests", "sliding-window token budget of a conversation, reply included "
         "(also capped by ctx_size)", ge=256)
     max_tokens: int = _setting(512, "requests", "reply length when a request sets none", ge=1)
+    text_chars_per_token: int = _setting(
+        16, "requests", "a request's text over this many characters per token of a slot's "
+        "context (--ctx-size) is refused (400) before it is tokenized", ge=1, le=4096)
     presence_penalty: float = _setting(
         QWEN_PRESENCE_PENALTY, "requests", "presence penalty of sampled requests that set none "
         "(Qwen3-VL's recommendation; greedy requests get none unless they ask)", ge=-2.0,
@@ -197,6 +200,11 @@ class ServerSettings(BaseSettings):
         if self.max_request_mb > 0:
             return int(self.max_request_mb * MIB)
         return int(self.image_max_bytes * _BASE64_GROWTH) + _REQUEST_MARGIN_BYTES
+
+    def max_text_chars(self, n_ctx_per_slot: int) -> int:
+        """The most characters of text one request may send: more could never fit the
+        context, and tokenizing it would cost CPU that other requests need."""
+        return self.text_chars_per_token * n_ctx_per_slot
 
     @property
     def api_key_value(self) -> str | None:

@@ -149,15 +149,30 @@ class PreparedImage:
                    content_hash=cls.hash_pixels(rgb, width, height), geometry=geometry)
 
 
-PromptPart = str | PreparedImage
+@dataclass(frozen=True)
+class UserText:
+    """Text someone sent (a message, a tool's result, a tool description): tokenized as
+    plain text, with special-token parsing off, so ``<|im_start|>`` typed into a message
+    stays the characters it is and can never open a turn of its own."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"UserText.text must be a str, got {type(self.text).__name__}")
+
+
+PromptPart = str | UserText | PreparedImage
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """A fully rendered prompt: chat-template text with images in their places.
+    """A fully rendered prompt: chat-template text, message text and images in order.
 
-    Text parts may contain the model's special tokens (``<|im_start|>`` ...);
-    they are tokenized with special-token parsing on.
+    A ``str`` part is the template's own text: it may hold the model's special tokens
+    (``<|im_start|>`` ...) and is tokenized with special-token parsing on. A ``UserText``
+    part is what a client sent, tokenized as text. The engine keeps the two apart down to
+    llama.cpp's tokenizer (``engine/llamacpp/backend.py``).
     """
 
     parts: tuple[PromptPart, ...]
@@ -169,7 +184,15 @@ class Prompt:
     @property
     def text(self) -> str:
         """The text with a placeholder where each image goes (for logs and tests)."""
-        return "".join(p if isinstance(p, str) else "<image>" for p in self.parts)
+        return "".join(p if isinstance(p, str) else p.text if isinstance(p, UserText)
+                       else "<image>" for p in self.parts)
+
+    @property
+    def text_parts(self) -> tuple[tuple[str, bool], ...]:
+        """Each text part and whether special tokens are parsed in it (template text: yes;
+        message text: no), images left out."""
+        return tuple((p, True) if isinstance(p, str) else (p.text, False)
+                     for p in self.parts if not isinstance(p, PreparedImage))
 
 
 @dataclass(frozen=True)

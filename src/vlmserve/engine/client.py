@@ -17,7 +17,7 @@ from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import image_token_count
-from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+from vlmserve.types import Prompt, Request, TokenDelta
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,10 @@ class EngineClient:
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         """KV cells the prompt will take: text tokens plus each image's tokens and its
         two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``). Thread-safe."""
-        total = 0
-        for part in prompt.parts:
-            if isinstance(part, PreparedImage):
-                total += self.image_tokens(part.width, part.height) + 2
-            else:
-                total += len(self._backend.tokenize(part))
+        total = sum(self.image_tokens(image.width, image.height) + 2
+                    for image in prompt.images)
+        for text, special in prompt.text_parts:  # message text: special tokens not parsed
+            total += len(self._backend.tokenize(text, special))
         return total
 
     def image_tokens(self, width: int, height: int) -> int:

@@ -21,6 +21,8 @@ from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.grounding import boxes_for
 from vlmserve.http.conversation import (
     PreparedChat,
+    check_request_text,
+    check_system_first,
     compose,
     fit_and_render,
     prompt_budget,
@@ -174,6 +176,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
     new = await to_chat_messages(body.messages, services.images, tokens_for)
+    check_system_first(new)
+    check_request_text(model, settings, new, tools.rendered)
     history = services.sessions.get(session_id) if session_id is not None else []
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,

@@ -22,12 +22,18 @@ from vlmserve.config import TokenBudget, default_penalty
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.http.completions import newest_geometry
-from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
+from vlmserve.http.conversation import (
+    PreparedChat,
+    check_request_text,
+    fit_and_render,
+    prompt_budget,
+)
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
 from vlmserve.images import prepare_image
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
+from vlmserve.text_input import check_text
 from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
 
 SOURCE = "ui"  # the metrics label for requests made from the page
@@ -104,6 +110,7 @@ class ChatHandlers:
 
         template = self.template(template_name)
         try:
+            check_text(text, "the message")  # the browser can send lone surrogates too
             model = self.services.model()
             tokens = image_tokens_for(self.services.settings.image_options().tokens, template)
             images = [await self._load_image(path, tokens) for path in files]
@@ -118,6 +125,12 @@ class ChatHandlers:
             return
 
         *system, user = template.to_messages(*images, question=text or None)
+        try:
+            check_request_text(model, self.services.settings, [user])
+        except VlmserveError as exc:
+            gr.Warning(exc.message)
+            yield gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc.message}"
+            return
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
         chat.append({"role": "user", "content": text or template.prompt})

@@ -201,7 +201,6 @@ class LlamaBackend:
                                      f"{self._logs.last_error() or 'unknown error'}")
             if not mtmd_cpp.mtmd_support_vision(self._mtmd):
                 raise ModelLoadError(f"{cfg.mmproj_path} has no vision encoder")
-            self._marker = mtmd_cpp.mtmd_default_marker().decode()
             self._mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(self._mtmd))
         self._n_embd_inp = llama_cpp.llama_model_n_embd_inp(self._model)
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
@@ -295,24 +294,40 @@ class LlamaBackend:
     def tokenize_prompt(self, prompt: Prompt) -> list[PromptChunk]:
         """Split a rendered prompt into text and image chunks, as mtmd places them.
 
-        mtmd wraps each image in ``<|vision_start|>``/``<|vision_end|>`` itself
-        and preprocesses the pixels to the encoder's grid here (no encoding yet).
+        Template text (``str`` parts) is tokenized with special-token parsing on, message
+        text (``UserText``) with it off: typed ``<|im_start|>`` stays text. With images,
+        ``mtmd_tokenize_from_parts`` takes the same parts (each with its own
+        ``parse_special``, no media marker to substitute), wraps each image in
+        ``<|vision_start|>``/``<|vision_end|>`` itself and preprocesses the pixels to the
+        encoder's grid here (no encoding yet).
         """
         images = prompt.images
         if images and self._mtmd is None:
             raise RequestError("this model was loaded without an mmproj: it cannot see images")
         if not images:
-            text = "".join(prompt.parts)  # type: ignore[arg-type]
-            return [TextChunk(tuple(self.tokenize(text)))]
-        text = "".join(p if isinstance(p, str) else self._marker for p in prompt.parts)
-        data = text.encode("utf-8")
-        itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
-                                         parse_special=True)
-        bitmaps = [self._bitmap(img) for img in images]
-        arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            tokens: list[int] = []
+            for text, special in prompt.text_parts:
+                tokens += self.tokenize(text, special)
+            return [TextChunk(tuple(tokens))]
+        keep: list[object] = []  # the ctypes objects the parts point into, alive for the call
+        parts = []
+        bitmaps = []
+        for part in prompt.parts:
+            if isinstance(part, PreparedImage):
+                bitmaps.append(self._bitmap(part))
+                parts.append(mtmd_cpp.mtmd_input_part(text=None, bitmap=bitmaps[-1]))
+                continue
+            special = isinstance(part, str)
+            data = (part if special else part.text).encode("utf-8")
+            itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
+                                             parse_special=special)
+            keep += [data, itext]
+            parts.append(mtmd_cpp.mtmd_input_part(text=ctypes.pointer(itext), bitmap=None))
+        arr = (ctypes.POINTER(mtmd_cpp.mtmd_input_part) * len(parts))(
+            *(ctypes.pointer(p) for p in parts))
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
-            rc = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(itext), arr, len(bitmaps))
+            rc = mtmd_cpp.mtmd_tokenize_from_parts(self._mtmd, chunks, arr, len(parts), False)
             if rc != 0:
                 raise RequestError(f"the prompt could not be tokenized with its images (mtmd {rc}): "
                                    f"{self._logs.last_error() or ''}".rstrip(": "))
