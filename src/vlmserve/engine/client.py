@@ -17,7 +17,7 @@ from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import image_token_count
-from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+from vlmserve.types import PreparedClip, Prompt, Request, TokenDelta
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,22 @@ class EngineClient:
 
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         """KV cells the prompt will take: text tokens plus each image's tokens and its
-        two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``). Thread-safe."""
-        total = 0
+        two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``); a clip is one such
+        image per frame pair, each after its ``<t.t seconds>`` text. Text is counted as
+        mtmd tokenizes it: each run between two images as one piece. Thread-safe."""
+        total, pending = 0, ""
         for part in prompt.parts:
-            if isinstance(part, PreparedImage):
+            if isinstance(part, str):
+                pending += part
+                continue
+            labels = ([part.pair_label(i) for i in range(part.n_pairs)]
+                      if isinstance(part, PreparedClip) else [""])
+            for label in labels:
+                total += (len(self._backend.tokenize(pending + label)) if pending + label else 0)
                 total += self.image_tokens(part.width, part.height) + 2
-            else:
-                total += len(self._backend.tokenize(part))
+                pending = ""
+        if pending:
+            total += len(self._backend.tokenize(pending))
         return total
 
     def image_tokens(self, width: int, height: int) -> int:

@@ -173,7 +173,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
-    new = await to_chat_messages(body.messages, services.images, tokens_for)
+    new = await to_chat_messages(body.messages, services.images, tokens_for,
+                                 services.videos)
     history = services.sessions.get(session_id) if session_id is not None else []
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,

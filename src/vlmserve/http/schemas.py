@@ -46,7 +46,25 @@ class ImageContentPart(_Lenient):
         return {"url": value} if isinstance(value, str) else value
 
 
-ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+class VideoURL(_Lenient):
+    url: str = Field(description="data:video/...;base64,... (or http(s) when allowed)")
+    # Frames sampled a second (default 2, Qwen's) and the most frames taken (docs/video.md).
+    fps: float | None = Field(None, description="frames sampled per second (default 2)")
+    max_frames: int | None = Field(None, description="most frames sampled from the clip")
+
+
+class VideoContentPart(_Lenient):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+    @field_validator("video_url", mode="before")
+    @classmethod
+    def _plain_string_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart | VideoContentPart,
+                        Field(discriminator="type")]
 
 
 class RequestFunctionCall(_Lenient):

@@ -30,7 +30,7 @@ from vlmserve.engine.backend import (
 from vlmserve.engine.llamacpp.logs import LogCapture
 from vlmserve.engine.llamacpp.sampler import Sampler, token_logprobs
 from vlmserve.errors import EngineError, ModelLoadError, RequestError
-from vlmserve.types import PreparedImage, Prompt, SamplingParams
+from vlmserve.types import PreparedClip, PreparedImage, Prompt, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -298,20 +298,22 @@ class LlamaBackend:
         mtmd wraps each image in ``<|vision_start|>``/``<|vision_end|>`` itself
         and preprocesses the pixels to the encoder's grid here (no encoding yet).
         """
-        images = prompt.images
-        if images and self._mtmd is None:
+        media = [p for p in prompt.parts if not isinstance(p, str)]
+        if media and self._mtmd is None:
             raise RequestError("this model was loaded without an mmproj: it cannot see images")
-        if not images:
+        if not media:
             text = "".join(prompt.parts)  # type: ignore[arg-type]
             return [TextChunk(tuple(self.tokenize(text)))]
-        text = "".join(p if isinstance(p, str) else self._marker for p in prompt.parts)
-        data = text.encode("utf-8")
-        itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
-                                         parse_special=True)
-        bitmaps = [self._bitmap(img) for img in images]
-        arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+        bitmaps: list[int] = []
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
+            text = "".join(p if isinstance(p, str)
+                           else self._clip_bitmaps(p, bitmaps) if isinstance(p, PreparedClip)
+                           else self._image_bitmap(p, bitmaps) for p in prompt.parts)
+            data = text.encode("utf-8")
+            itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
+                                             parse_special=True)
+            arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
             rc = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(itext), arr, len(bitmaps))
             if rc != 0:
                 raise RequestError(f"the prompt could not be tokenized with its images (mtmd {rc}): "
@@ -322,13 +324,37 @@ class LlamaBackend:
             for bm in bitmaps:
                 mtmd_cpp.mtmd_bitmap_free(bm)
 
-    def _bitmap(self, image: PreparedImage) -> int:
+    def _bitmap(self, image: PreparedImage, key: str | None = None) -> int:
         buf = (ctypes.c_uint8 * len(image.rgb)).from_buffer_copy(image.rgb)
         bm = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, buf)
         if not bm:
             raise RequestError(f"image {image.width}x{image.height} was refused by mtmd")
-        mtmd_cpp.mtmd_bitmap_set_id(bm, f"{image.content_hash}:{self.info.mmproj_id}".encode())
+        key = key or image.content_hash
+        mtmd_cpp.mtmd_bitmap_set_id(bm, f"{key}:{self.info.mmproj_id}".encode())
         return bm
+
+    def _image_bitmap(self, image: PreparedImage, out: list[int]) -> str:
+        """Append the image's bitmap to ``out``; the text that stands for it (the marker)."""
+        out.append(self._bitmap(image))
+        return self._marker
+
+    def _clip_bitmaps(self, clip: PreparedClip, out: list[int]) -> str:
+        """Append a clip's frames to ``out``, two mergeable bitmaps per pair; the text that
+        stands for them: each pair's ``<t.t seconds>`` then two adjacent markers.
+
+        mtmd merges two adjacent mergeable bitmaps into one image chunk (Qwen-VL's temporal
+        patch) wrapped in ``<|vision_start|>``/``<|vision_end|>``: the layout Qwen3-VL's
+        processor writes for a video. The text between pairs keeps pairs apart. A pair's
+        chunk id (its image-cache key) is the clip's hash and the pair's index.
+        """
+        text = []
+        for i in range(clip.n_pairs):
+            for frame in clip.pair(i):
+                bm = self._bitmap(frame, f"{clip.content_hash}.{i}")
+                out.append(bm)
+                mtmd_cpp.mtmd_bitmap_set_mergeable(bm, True)
+            text.append(clip.pair_label(i) + self._marker + self._marker)
+        return "".join(text)
 
     def _read_chunks(self, chunks: int) -> list[PromptChunk]:
         out: list[PromptChunk] = []
