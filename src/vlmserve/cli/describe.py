@@ -43,6 +43,7 @@ from vlmserve.types import (
     TokenDelta,
 )
 from vlmserve.video import is_video_path, load_clip_file
+from vlmserve.video.summary import clip_summary
 
 if TYPE_CHECKING:
     from vlmserve.config import ImageOptions
@@ -95,13 +96,6 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
     if end.error is not None:
         raise end.error
     return Answer(end.text, end.finish_reason.value, end.stats)
-
-
-def clip_fields(clip: PreparedClip) -> dict:
-    """What ``--json`` says about a clip: frames sampled and sent, size, pair times."""
-    return {"frames": clip.source_frames, "frames_sent": len(clip.frames),
-            "pairs": clip.n_pairs, "size": [clip.width, clip.height],
-            "timestamps": list(clip.timestamps), "duration_s": round(clip.duration_s, 3)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +168,7 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
                     extra = ({"boxes": boxes_for(ans.text, image.geometry)}
                              if want_boxes and isinstance(image, PreparedImage) else {})
                     if isinstance(image, PreparedClip):
-                        extra["video"] = clip_fields(image)
+                        extra["video"] = clip_summary(image)
                     print(json.dumps({"image": path, "text": ans.text,
                                       "finish_reason": ans.finish_reason,
                                       **stats_json(ans.stats), **extra}, ensure_ascii=False),

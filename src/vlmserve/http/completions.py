@@ -47,6 +47,7 @@ from vlmserve.types import (
     RequestStats,
     SamplingParams,
 )
+from vlmserve.video.summary import clip_summary
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class CompletionJob:
             session_id=self.session_id,
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
+            videos=[clip_summary(c) for c in self.chat.prompt.clips] or None,
         )
 
 

@@ -206,6 +206,9 @@ class VlmserveExtension(BaseModel):
     boxes: list[dict[str, Any]] | None = Field(
         None, description="grounding requests only: the answer's boxes and points, on the "
         "model's 0-1000 grid and in the photo's pixels (docs/api.md)")
+    videos: list[dict[str, Any]] | None = Field(
+        None, description="requests with clips only: per clip the frames sampled, frame "
+        "pairs, frame size and each pair's timestamp in seconds (docs/video.md)")
 
 
 class FunctionCall(BaseModel):

@@ -51,9 +51,8 @@ def probe(data: bytes, options: VideoOptions) -> ClipInfo:
                 raise VideoError("the file has no video stream")
             stream = container.streams.video[0]
             if stream.codec_context is None:
-                tag = (stream.codec_tag or "unknown").strip("\x00") or "unknown"
-                raise VideoError(f"the video's codec ({tag!r}) cannot be decoded by this "
-                                 "PyAV/FFmpeg build")
+                raise VideoError("the video's codec is unknown to this PyAV/FFmpeg build: "
+                                 "re-encode the clip as H.264, VP9 or MPEG-4")
             width, height = stream.codec_context.width, stream.codec_context.height
             if width <= 0 or height <= 0:
                 raise VideoError("the video stream has no frame size")
@@ -69,6 +68,8 @@ def probe(data: bytes, options: VideoOptions) -> ClipInfo:
             total = sum(1 for packet in container.demux(stream) if packet.size)
     except VideoError:
         raise
+    except av.EOFError:  # the container ends before its first frame
+        raise VideoError("the video has no frames") from None
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"not a readable video ({_ffmpeg_message(exc)})") from None
     if total == 0:
