@@ -6,9 +6,9 @@ import base64
 
 import openai
 import pytest
+from tests.video.clips import empty_clip, unknown_codec_clip, write_clip
 
 from live_server import LiveServer
-from tests.video.clips import empty_clip, unknown_codec_clip, write_clip
 
 
 def video_uri(data: bytes, media: str = "video/mp4") -> str:

@@ -165,11 +165,13 @@ class StreamWatch:
         try:
             for frame in reader.frames():
                 counts.sampled += 1
-                if not dups.is_new(frame.image):
+                h = dups.check(frame.image)
+                if h is None:
                     counts.duplicates += 1
                     continue
                 try:
                     self._queue.put(frame, timeout=0.5 if reader.live else 30.0)
+                    dups.accept(h)
                 except queue.Full:
                     counts.busy += 1
         except VlmserveError as exc:
