@@ -169,15 +169,28 @@ class StreamWatch:
                 if h is None:
                     counts.duplicates += 1
                     continue
-                try:
-                    self._queue.put(frame, timeout=0.5 if reader.live else 30.0)
+                if self._offer(frame, reader.live):
                     dups.accept(h)
-                except queue.Full:
+                elif not self.stopping.is_set():
                     counts.busy += 1
         except VlmserveError as exc:
             counts.errors += 1
             self.errors.append(exc.message)
             self._say(f"error: {exc.message}")
+
+    def _offer(self, frame: StreamFrame, live: bool) -> bool:
+        """Queue ``frame``: a live frame waits at most 0.5 s for a free worker (then it is
+        dropped: the next one is fresher); a file's frame waits until taken or stopped."""
+        waited = 0.0
+        while not self.stopping.is_set():
+            try:
+                self._queue.put(frame, timeout=0.1)
+                return True
+            except queue.Full:
+                waited += 0.1
+                if live and waited >= 0.5:
+                    return False
+        return False
 
     def _readers_done(self) -> bool:
         return not any(t.is_alive() for t in self._reader_threads)

@@ -50,6 +50,8 @@ def is_live(source: str) -> bool:
 
 def check_source(source: str) -> None:
     """Refuse what cannot be a stream before any model loads (one line)."""
+    if source.startswith("/dev/") and not os.path.exists(source):
+        raise VideoError(f"{source}: no such device")
     if is_live(source):
         return
     if not os.path.exists(source):
