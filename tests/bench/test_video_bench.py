@@ -25,7 +25,8 @@ def test_video_scenario_reports_frames_tokens_and_a_warm_follow_up(tiny_model, t
     assert "video scenario" in done.stdout and "load" in done.stdout
 
 
-def test_video_scenario_refuses_url(tmp_path):
-    done = vlmserve("bench", "--scenario", "video", "--url", "http://127.0.0.1:9",
-                    cwd=tmp_path)
-    assert done.returncode != 0 and "--scenario video loads the model here" in done.stderr
+def test_video_scenario_refuses_url(capsys):
+    from vlmserve.cli.main import main
+
+    rc = main(["bench", "--scenario", "video", "--url", "http://127.0.0.1:9"])
+    assert rc != 0 and "--scenario video loads the model here" in capsys.readouterr().err
