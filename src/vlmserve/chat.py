@@ -92,7 +92,8 @@ class ImagePart:
     def __post_init__(self) -> None:
         if not isinstance(self.image, PreparedImage | PreparedClip):
             raise TypeError(
-                f"ImagePart.image must be a PreparedImage, got {type(self.image).__name__}"
+                f"ImagePart.image must be a PreparedImage or PreparedClip, got "
+                f"{type(self.image).__name__}"
             )
 
 
