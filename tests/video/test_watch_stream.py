@@ -135,3 +135,11 @@ def test_describe_a_clip_and_a_bad_one(tiny_model, tmp_path, capsys):
     assert first["image_tokens"] > 0 and "error" not in first
     assert "not a readable video" in second["error"]
     assert rc == 1 and captured.err.count("vlmserve: error:") == 1
+
+
+def test_a_clip_in_a_batch_run_is_a_one_line_error(tiny_model, tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, n_frames=5)
+    rc = describe(str(clip), "--output", str(tmp_path / "out.jsonl"), *model_args(tiny_model))
+    err = capsys.readouterr().err
+    assert rc != 0 and "video clips are described without --output" in err

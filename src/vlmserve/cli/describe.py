@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     for warning in inputs.warnings:
         print(f"vlmserve: warning: {warning}", file=sys.stderr)
     if args.output:
+        clips = [path for path in inputs.paths if is_video_path(path)]
+        if clips:
+            raise VlmserveError(f"{clips[0]}: video clips are described without --output "
+                                "(batch files take pictures)")
         return run_batch(args, task, inputs.paths, options)
     if args.resume or args.format:
         raise VlmserveError("--resume and --format need --output FILE")
