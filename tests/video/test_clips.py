@@ -69,3 +69,17 @@ def test_too_long_and_too_big():
 def test_a_missing_file_names_it(tmp_path):
     with pytest.raises(VideoError, match="nope.mp4: file not found"):
         load_clip_file(tmp_path / "nope.mp4")
+
+
+def test_the_frame_size_is_qwen_s_rule_for_the_sampled_count():
+    # 7 frames of 320x176 in a 64-token clip budget: the rule's own answer, resized once.
+    from vlmserve.video.options import QWEN_MIN_PIXELS
+    from vlmserve.video.resize import clip_pixel_bounds, video_frame_size
+
+    options = VideoOptions(max_tokens=64)
+    clip = prepare_clip(write_clip(n_frames=35, rate=10, width=320, height=176), options)
+    assert clip.source_frames == 7 and len(clip.frames) == 8
+    lo, hi = clip_pixel_bounds(64, QWEN_MIN_PIXELS)
+    assert (clip.width, clip.height) == video_frame_size(7, 320, 176, min_pixels=lo,
+                                                         max_pixels=hi)
+    assert clip.n_pairs * (clip.width // 32) * (clip.height // 32) <= 64

@@ -93,14 +93,18 @@ def _too_long(seconds: float, options: VideoOptions) -> VideoTooLargeError:
                               f"{options.max_seconds:.0f} s")
 
 
-def decode_frames(data: bytes, indices: list[int]) -> list[Image.Image]:
-    """The frames at ``indices`` (sorted, repeats allowed) as RGB images, in order.
+def decode_frames(data: bytes, indices: list[int],
+                  size: tuple[int, int] | None = None) -> list[Image.Image]:
+    """The frames at ``indices`` (sorted, repeats allowed) as RGB images, in order, each
+    resized to ``size`` (bicubic, as Qwen's video processor) as soon as it is decoded, so
+    a long clip of large frames never holds more than the small copies.
 
     A clip whose later frames do not decode gives the frames that did (the last one stands
     in for the missing); none at all is a ``VideoError``.
     """
     av = import_av()
     wanted = sorted(set(indices))
+    wanted_set = set(wanted)
     got: dict[int, Image.Image] = {}
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -109,8 +113,11 @@ def decode_frames(data: bytes, indices: list[int]) -> list[Image.Image]:
             index = -1
             for frame in container.decode(stream):
                 index += 1
-                if index in wanted:
-                    got[index] = frame.to_image().convert("RGB")
+                if index in wanted_set:
+                    image = frame.to_image().convert("RGB")
+                    if size is not None and image.size != size:
+                        image = image.resize(size, Image.Resampling.BICUBIC)
+                    got[index] = image
                 if index >= wanted[-1]:
                     break
     except (av.FFmpegError, OSError, ValueError) as exc:

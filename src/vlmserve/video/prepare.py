@@ -3,9 +3,10 @@
 1. ``decode.probe``: a video stream PyAV can decode, within the byte, size and duration
    limits; its frame count (packets) and frame rate;
 2. ``sampling.sample_indices``: Qwen3-VL's frame choice at ``fps`` within the frame caps;
-3. ``decode.decode_frames``: only those frames are kept;
-4. ``resize.video_frame_size``: one size for all frames (Qwen's video rule within the
-   clip's token budget), one bicubic resize each (Qwen's video processor resamples bicubic);
+3. ``resize.video_frame_size``: one size for all frames (Qwen's video rule within the
+   clip's token budget), known from the probe before any frame is decoded;
+4. ``decode.decode_frames``: only those frames are kept, each resized (bicubic, as Qwen's
+   video processor resamples) as soon as it is decoded;
 5. an odd count gets its last frame repeated; one timestamp per pair; the content hash.
 """
 
@@ -30,17 +31,24 @@ def prepare_clip(data: bytes, options: VideoOptions = DEFAULT_VIDEO_OPTIONS,
     info = probe(data, options)
     indices = sample_indices(info.total_frames, info.fps, sampling.fps, sampling.min_frames,
                              sampling.max_frames)
-    frames = decode_frames(data, indices)
-    return clip_from_frames(frames, indices, info.fps, sampling, info.duration_s)
+    size = frame_size(len(indices), info.width, info.height, sampling)
+    frames = decode_frames(data, indices, size)  # resized as they are decoded
+    return clip_from_frames(frames, indices, info.fps, sampling, info.duration_s, size)
+
+
+def frame_size(num_frames: int, width: int, height: int, sampling: Sampling) -> tuple[int, int]:
+    """The one size every frame of the clip gets (Qwen's video rule, the clip's budget)."""
+    min_pixels, max_pixels = clip_pixel_bounds(sampling.max_tokens, QWEN_MIN_PIXELS)
+    return video_frame_size(num_frames, width, height, min_pixels=min_pixels,
+                            max_pixels=max_pixels)
 
 
 def clip_from_frames(frames: list[Image.Image], indices: list[int], source_fps: float,
-                     sampling: Sampling, duration_s: float = 0.0) -> PreparedClip:
-    """Frames already chosen (``indices`` into a ``source_fps`` stream) -> a clip."""
-    min_pixels, max_pixels = clip_pixel_bounds(sampling.max_tokens, QWEN_MIN_PIXELS)
-    width, height = frames[0].size
-    size = video_frame_size(len(frames), width, height, min_pixels=min_pixels,
-                            max_pixels=max_pixels)
+                     sampling: Sampling, duration_s: float = 0.0,
+                     size: tuple[int, int] | None = None) -> PreparedClip:
+    """Frames already chosen (``indices`` into a ``source_fps`` stream) -> a clip, each
+    resized to ``size`` (default: the size the rule gives the first frame's)."""
+    size = size or frame_size(len(frames), *frames[0].size, sampling)
     prepared: list[PreparedImage] = []
     for frame in frames:
         rgb = frame if frame.size == size else frame.resize(size, Image.Resampling.BICUBIC)
