@@ -18,8 +18,8 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 
-extras=""
-[ "$want_test" = 1 ] && extras="[test]"
+extras="[video]"
+[ "$want_test" = 1 ] && extras="[video,test]"
 # Re-run pip only when the dependency list or the requested extras changed.
 stamp=".venv/.vlmserve-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)${extras}${CMAKE_ARGS:-}"

@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from vlmserve.chat_template import IMAGE_PLACEHOLDER, QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import ContextOverflowError, RequestError, VlmserveError
-from vlmserve.types import PreparedImage, Prompt, PromptPart, UserText
+from vlmserve.types import PreparedClip, PreparedImage, Prompt, PromptPart, UserText
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -106,14 +106,20 @@ class TextPart:
 
 @dataclass(frozen=True)
 class ImagePart:
-    """An image inside a (user) message, already decoded and resized."""
+    """An image inside a (user) message, already decoded and resized; or a video clip.
 
-    image: PreparedImage
+    A clip takes an image's place in the template (one placeholder): Qwen's processor
+    replaces a video's whole placeholder by the clip's timestamped frame pairs, and so
+    does the backend with a ``PreparedClip``, so templates need no video branch.
+    """
+
+    image: PreparedImage | PreparedClip
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image, PreparedImage):
+        if not isinstance(self.image, PreparedImage | PreparedClip):
             raise TypeError(
-                f"ImagePart.image must be a PreparedImage, got {type(self.image).__name__}"
+                f"ImagePart.image must be a PreparedImage or PreparedClip, got "
+                f"{type(self.image).__name__}"
             )
 
 

@@ -88,3 +88,16 @@ class PullError(VlmserveError):
 
     http_status = 502
     code = "pull_error"
+
+
+class VideoError(VlmserveError):
+    """A video clip or stream could not be read, or breaks a configured limit."""
+
+    code = "invalid_video"
+
+
+class VideoTooLargeError(VideoError):
+    """A clip is over the byte or duration limit."""
+
+    http_status = 413
+    code = "video_too_large"

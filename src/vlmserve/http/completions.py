@@ -49,6 +49,7 @@ from vlmserve.types import (
     RequestStats,
     SamplingParams,
 )
+from vlmserve.video.summary import clip_summary
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class CompletionJob:
             session_id=self.session_id,
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
+            videos=[clip_summary(c) for c in self.chat.prompt.clips] or None,
         )
 
 
@@ -175,7 +177,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
-    new = await to_chat_messages(body.messages, services.images, tokens_for)
+    new = await to_chat_messages(body.messages, services.images, tokens_for,
+                                 services.videos)
     check_system_first(new)
     check_request_text(model, settings, new, tools.rendered)
     history = services.sessions.get(session_id) if session_id is not None else []

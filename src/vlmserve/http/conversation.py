@@ -25,7 +25,8 @@ from vlmserve.config import TokenBudget
 from vlmserve.errors import RequestError
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.image_loader import ImageLoader
-from vlmserve.http.schemas import RequestMessage, TextContentPart
+from vlmserve.http.schemas import RequestMessage, TextContentPart, VideoContentPart
+from vlmserve.http.video_loader import VideoLoader, load_video
 from vlmserve.settings import ServerSettings
 from vlmserve.templates import PromptTemplate
 from vlmserve.types import Prompt
@@ -48,12 +49,12 @@ class PreparedChat:
 
 async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoader,
                            tokens_for: Callable[[str | None], TokenBudget] | None = None,
-                           ) -> list[ChatMessage]:
+                           videos: VideoLoader | None = None) -> list[ChatMessage]:
     """API messages to ``ChatMessage``s, images decoded. ``developer`` counts as system;
     an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` are kept.
 
     ``tokens_for(detail)`` gives each image's token budget from its ``detail``
-    (the server's budget when None)."""
+    (the server's budget when None). ``video_url`` parts become clips (``videos``)."""
     out: list[ChatMessage] = []
     for message in messages:
         role = "system" if message.role == "developer" else message.role
@@ -66,6 +67,8 @@ async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoad
                 if isinstance(part, TextContentPart):
                     if part.text:
                         parts.append(TextPart(part.text))
+                elif isinstance(part, VideoContentPart):
+                    parts.append(ImagePart(await load_video(part.video_url, videos)))
                 else:
                     tokens = tokens_for(part.image_url.detail) if tokens_for else None
                     parts.append(ImagePart(await images.load(part.image_url.url, tokens)))

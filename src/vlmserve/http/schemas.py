@@ -59,7 +59,25 @@ class ImageContentPart(_Lenient):
         return {"url": value} if isinstance(value, str) else value
 
 
-ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+class VideoURL(_Lenient):
+    url: str = Field(description="data:video/...;base64,... (or http(s) when allowed)")
+    # Frames sampled a second (default 2, Qwen's) and the most frames taken (docs/video.md).
+    fps: float | None = Field(None, description="frames sampled per second (default 2)")
+    max_frames: int | None = Field(None, description="most frames sampled from the clip")
+
+
+class VideoContentPart(_Lenient):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+    @field_validator("video_url", mode="before")
+    @classmethod
+    def _plain_string_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart | VideoContentPart,
+                        Field(discriminator="type")]
 
 
 class RequestFunctionCall(_Lenient):
@@ -75,7 +93,7 @@ class RequestToolCall(_Lenient):
     function: RequestFunctionCall
 
 
-CONTENT_PART_TYPES = ("text", "image_url")
+CONTENT_PART_TYPES = ("text", "image_url", "video_url")
 
 
 class RequestMessage(_Lenient):
@@ -222,6 +240,9 @@ class VlmserveExtension(BaseModel):
     boxes: list[dict[str, Any]] | None = Field(
         None, description="grounding requests only: the answer's boxes and points, on the "
         "model's 0-1000 grid and in the photo's pixels (docs/api.md)")
+    videos: list[dict[str, Any]] | None = Field(
+        None, description="requests with clips only: per clip the frames sampled, frame "
+        "pairs, frame size and each pair's timestamp in seconds (docs/video.md)")
 
 
 class FunctionCall(BaseModel):

@@ -34,7 +34,8 @@ from vlmserve.images import prepare_image
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
 from vlmserve.text_input import check_text
-from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.types import PreparedClip, PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.video import is_video_path, prepare_clip
 
 SOURCE = "ui"  # the metrics label for requests made from the page
 _REFRESH_S = 0.05  # at most ~20 page updates a second while streaming
@@ -221,12 +222,16 @@ class ChatHandlers:
             chat.pop()
         return chat, box, gr.skip(), f"⚠️ {message}"
 
-    async def _load_image(self, path: str, tokens: TokenBudget | None = None) -> PreparedImage:
+    async def _load_image(self, path: str, tokens: TokenBudget | None = None,
+                          ) -> PreparedImage | PreparedClip:
         """Read and prepare an upload; errors name the file as the person chose it."""
         name = Path(path).name
         options = self.services.settings.image_options()
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
+            if is_video_path(path):  # a clip: its frame pairs take the picture's place
+                return await asyncio.to_thread(prepare_clip, data,
+                                               self.services.settings.video_options())
             return await asyncio.to_thread(prepare_image, data, options, None, tokens)
         except VlmserveError as exc:
             raise type(exc)(f"{name}: {exc.message}") from None
