@@ -10,9 +10,24 @@ from __future__ import annotations
 import queue
 import threading
 
+import pytest
+
 from tests.unit.fake_backend import FakeBackend
-from tests.unit.test_engine_loop import harnesses, image_prompt  # noqa: F401 (fixture)
+from tests.unit.test_engine_loop import Harness, image_prompt
 from vlmserve.types import Phase, Prompt, Request, SamplingParams, TokenDelta
+
+
+@pytest.fixture
+def harnesses():
+    made: list[Harness] = []
+
+    def make(backend: FakeBackend) -> Harness:
+        made.append(Harness(backend))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
 
 
 def submit(h, rid: str, prompt: Prompt, max_tokens: int = 6, phases: bool = True
