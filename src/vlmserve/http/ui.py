@@ -3,7 +3,8 @@
 A Gradio Blocks page mounted on the app (``mount_ui``), so page and API share one
 process, one port and one engine. Nothing on the page calls out of the machine: Gradio's
 analytics are switched off before Gradio is imported, and the theme uses the system's
-fonts instead of web fonts.
+fonts instead of web fonts. At narrow widths the page is laid out for a phone held in one
+hand, with a camera, live mode and read-aloud (``ui_phone``); desktop widths are unchanged.
 """
 
 from __future__ import annotations
