@@ -123,14 +123,16 @@
     }
     return true;
   }
-  async function sendPicture(file) {  // the caller has marked the time it was taken
-    if (!(await until(() => !busy()))) return false;
+  // The caller has marked the time it was taken; ``wanted`` says it still wants it sent
+  // (live mode stopped meanwhile: the frame is dropped).
+  async function sendPicture(file, wanted = () => true) {
+    if (!(await until(() => !busy())) || !wanted()) return false;
     const before = thumbs();
     handToGradio([file]);
     if (!(await until(() => thumbs() > before))) return false;  // uploaded
     await sleep(50);
     const send = $("#vlm-input button.submit-button");
-    if (!send) return false;
+    if (!send || !wanted()) return false;
     send.click();
     return true;
   }
@@ -242,7 +244,7 @@
         fresh.click();
         await until(() => !$("#vlm-chat .message-row"), 5000);
       }
-      if (state.live === live && await sendPicture(frame)) state.liveSent += 1;
+      if (await sendPicture(frame, () => state.live === live)) state.liveSent += 1;
     } finally { live.busy = false; }
   }
   document.addEventListener("visibilitychange", () => { if (document.hidden) stopLive("hidden"); });
