@@ -77,8 +77,10 @@ def phone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     model = write_demo_model(tmp_path_factory.mktemp("demo-model"))
     log = tmp_path_factory.mktemp("server") / "server.log"
     # One slot: the phase test keeps it busy to see the page wait in line.
+    uploads = tmp_path_factory.mktemp("uploads")  # what the page sent, as Gradio keeps it
     server = LiveServer(model.model, model.mmproj, log, "--parallel", "1", "--demo",
-                        "--max-tokens", "24")
+                        "--max-tokens", "24", env={"GRADIO_TEMP_DIR": str(uploads)})
+    server.uploads = uploads
     yield server.wait_ready()
     assert server.stop() == 0, server.log()
     assert "Traceback" not in server.log(None), server.log(None)
@@ -239,13 +241,18 @@ def test_live_mode_asks_about_several_frames_and_stops(phone, phone_server) -> N
     page = phone
     before = answered(phone_server)
     page.locator("#vlm-live-btn").tap()
-    # A frame of the fake camera, as the server received it (read in one go: the next
-    # look starts a new chat).
-    src = page.wait_for_function(
-        "() => document.querySelector('#vlm-chat img[src*=\"live-\"]')?.src").json_value()
-    with Image.open(Path(src.split("file=", 1)[1])) as frame:
-        assert frame.format == "JPEG" and frame.size == (320, 240)
-    page.wait_for_function("() => window.vlmPhone.liveSent >= 3", timeout=90_000)
+    try:
+        page.wait_for_function("() => window.vlmPhone.liveSent >= 3", timeout=90_000)
+    finally:
+        print("live state:", page.evaluate("""() => ({sent: window.vlmPhone.liveSent,
+            live: !!window.vlmPhone.state.live, note: document.querySelector(
+            '#vlm-phone-note')?.textContent, ready: document.querySelector(
+            '#vlm-live-view')?.readyState})"""))
+    frames = sorted(phone_server.uploads.rglob("live-*.jpg"))  # as the server received them
+    assert len(frames) >= 3
+    for path in frames:
+        with Image.open(path) as frame:
+            assert frame.format == "JPEG" and frame.size == (320, 240)  # the fake camera's
     deadline = time.monotonic() + 60
     while answered(phone_server) - before < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
