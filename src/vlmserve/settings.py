@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vlmserve.config import (
@@ -101,6 +108,10 @@ class ServerSettings(BaseSettings):
     api_key: SecretStr | None = _setting(
         None, "network", "require 'Authorization: Bearer KEY' on /v1 and /metrics; the page "
         "asks for it as password")
+    ssl_certfile: Path | None = _setting(
+        None, "network", "serve HTTPS with this certificate (PEM; `vlmserve cert` makes one): "
+        "phones allow the camera only on secure origins")
+    ssl_keyfile: Path | None = _setting(None, "network", "the certificate's private key (PEM)")
     ui: bool = _setting(True, "network", "serve the API only, no page on /")
     log_level: str = _setting("info", "network", "log level",
                               pattern="^(critical|error|warning|info|debug|trace)$")
@@ -180,6 +191,15 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"must not exceed image_max_tokens ({cap})")
         return value
 
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> ServerSettings:
+        if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
+            raise ValueError("give both --ssl-certfile and --ssl-keyfile, or neither")
+        for path in (self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"file not found: {path}")
+        return self
+
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
         """Settings from the environment, with ``overrides`` (CLI flags) on top.
@@ -192,7 +212,10 @@ class ServerSettings(BaseSettings):
             return cls(**given)
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = ".".join(str(p) for p in error["loc"]) or "settings"
+            if not error["loc"]:  # a rule across settings (model_validator)
+                message = error["msg"].removeprefix("Value error, ")
+                raise VlmserveError(f"invalid settings: {message}") from None
+            name = ".".join(str(p) for p in error["loc"])
             raise VlmserveError(
                 f"invalid setting {name} (flag --{name.replace('_', '-')} or "
                 f"VLMSERVE_{name.upper()}): {error['msg']}"
@@ -216,6 +239,10 @@ class ServerSettings(BaseSettings):
         """The most characters of text one request may send: more could never fit the
         context, and tokenizing it would cost CPU that other requests need."""
         return self.text_chars_per_token * n_ctx_per_slot
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
 
     @property
     def api_key_value(self) -> str | None:

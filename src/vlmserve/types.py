@@ -23,6 +23,24 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"  # the engine failed for this request
 
 
+class Phase(str, enum.Enum):
+    """Where a request is before its first token (reported only to requests that ask)."""
+
+    QUEUED = "queued"  # prepared, waiting for a free slot
+    ENCODING = "encoding"  # in a slot, its picture at the vision encoder
+    PREFILL = "prefill"  # in a slot, the prompt (and the picture's embeddings) going into KV
+
+
+@dataclass(frozen=True)
+class PhaseReport:
+    """A request's phase changed: on a CPU the encoder alone can take tens of seconds, and
+    a person (or client) waiting that long deserves to know what is happening."""
+
+    phase: Phase
+    position: int = 0  # QUEUED: place in line for a slot (1 = next); else 0
+    elapsed_ms: float = 0.0  # since the request was submitted
+
+
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
@@ -262,6 +280,9 @@ class Request:
     request_id: str
     prompt: Prompt
     sampling: SamplingParams = SamplingParams()
+    # Phase deltas (``TokenDelta.phase``) before the first token; off, a stream holds
+    # exactly what it always did (text deltas and the last one).
+    report_phases: bool = False
 
 
 @dataclass(frozen=True)
@@ -313,6 +334,8 @@ class TokenDelta:
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
     error: VlmserveError | None = None
+    # A phase change before the first token (no text): only for ``report_phases`` requests.
+    phase: PhaseReport | None = None
 
     @property
     def finished(self) -> bool:

@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from vlmserve.cli.settings_flags import add_setting_flags, given_settings
 from vlmserve.errors import ModelLoadError, VlmserveError
@@ -18,6 +19,8 @@ from vlmserve.models.registry import resolve_model_paths
 from vlmserve.settings import ServerSettings
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+log = logging.getLogger("vlmserve.serve")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     server = Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=5, lifespan="on"))
+        timeout_graceful_shutdown=5, lifespan="on",
+        ssl_certfile=_path(settings.ssl_certfile), ssl_keyfile=_path(settings.ssl_keyfile)))
     _print_banner(settings)
 
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), then re-raises the signal
@@ -84,9 +88,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path(path: Path | None) -> str | None:
+    return str(path.expanduser()) if path is not None else None
+
+
 def _print_banner(settings: ServerSettings) -> None:
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = f"http://{shown_host}:{settings.port}"
+    url = f"{'https' if settings.tls else 'http'}://{shown_host}:{settings.port}"
     lines = [f"vlmserve: model {settings.model}"]
     if settings.ui:
         lines.append(f"vlmserve: page  {url}/")
@@ -96,6 +104,13 @@ def _print_banner(settings: ServerSettings) -> None:
                      "other machines" + ("." if settings.api_key_value else
                                          " with NO API key: set --api-key (or "
                                          "VLMSERVE_API_KEY)."))
+        if not settings.api_key_value:
+            log.warning("the %s is reachable from the network on %s without a key: anyone "
+                        "there can use it; set --api-key (the page's password)",
+                        "page and the API" if settings.ui else "API", settings.host)
+        if settings.ui and not settings.tls:
+            lines.append("vlmserve: phones open the camera only over HTTPS: see README "
+                         "(vlmserve cert, --ssl-certfile / --ssl-keyfile)")
     if settings.demo:
         bar = "!" * 78
         lines += [bar, "!!  DEMO MODEL: random weights, answers are gibberish.",

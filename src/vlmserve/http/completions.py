@@ -192,7 +192,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         id=job_id,
         created=int(time.time()),
         model=model,
-        request=Request(job_id, chat.prompt, sampling),
+        request=Request(job_id, chat.prompt, sampling,
+                        report_phases=body.stream and wants_progress(body)),
         chat=chat,
         session_id=session_id,
         template=template.name if template else None,
@@ -202,6 +203,11 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         boxes=boxes,
         geometry=newest_geometry(chat.prompt),
     )
+
+
+def wants_progress(body: ChatCompletionRequest) -> bool:
+    """Progress chunks only when asked: plain OpenAI clients see OpenAI's stream."""
+    return bool(body.stream_options and body.stream_options.x_vlmserve_progress)
 
 
 def image_budget(server: TokenBudget, body: ChatCompletionRequest,

@@ -30,6 +30,8 @@ from vlmserve.http.schemas import (
     FunctionCallDelta,
     ModelCard,
     ModelList,
+    PhaseProgress,
+    ProgressExtension,
     ResponseMessage,
     ResponseToolCall,
     ToolCallDelta,
@@ -37,7 +39,7 @@ from vlmserve.http.schemas import (
 from vlmserve.http.services import Services
 from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
 from vlmserve.http.tool_calls import Piece, ToolCallParser, split_answer
-from vlmserve.types import FinishReason
+from vlmserve.types import FinishReason, PhaseReport
 
 SOURCE = "api"  # the metrics label for requests made through this router
 
@@ -149,6 +151,12 @@ def _finish_name(reason: FinishReason | None, called: bool) -> str:
     return (reason or FinishReason.STOP).value
 
 
+def progress_extension(report: PhaseReport) -> ProgressExtension:
+    return ProgressExtension(progress=PhaseProgress(
+        phase=report.phase.value, position=report.position,
+        elapsed_ms=round(report.elapsed_ms, 1)))
+
+
 async def _sse(services: Services, job: CompletionJob,
                generation: Generation) -> AsyncIterator[str]:
     def chunk(delta: Delta | None = None, logprobs: ChoiceLogprobs | None = None,
@@ -190,6 +198,9 @@ async def _sse(services: Services, job: CompletionJob,
     yield chunk(Delta(role="assistant", content=""))
     asked = job.request.sampling.logprobs is not None
     async for delta in generation.deltas():
+        if delta.phase is not None:  # only requests that opted in get these
+            yield chunk(x_vlmserve=progress_extension(delta.phase))
+            continue
         logprobs = ChoiceLogprobs.of(delta.logprobs) if asked and delta.logprobs else None
         text = delta.text
         pieces = (parser.feed(text) if parser else [text]) if text else []

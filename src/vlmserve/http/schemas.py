@@ -123,6 +123,8 @@ class RequestMessage(_Lenient):
 
 class StreamOptions(_Lenient):
     include_usage: bool = False
+    # vlmserve's opt-in: progress chunks (``x_vlmserve.progress``) before the first token
+    x_vlmserve_progress: bool = False
 
 
 class JSONSchemaFormat(_Lenient):
@@ -334,6 +336,21 @@ class ChunkChoice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
+class PhaseProgress(BaseModel):
+    """Where the request is before its first token (``stream_options.x_vlmserve_progress``)."""
+
+    phase: Literal["queued", "encoding", "prefill"] = Field(
+        description="queued for a slot, encoding the picture, reading the prompt")
+    position: int = Field(0, description="queued: place in line (1 = next)")
+    elapsed_ms: float = Field(description="since the server took the request")
+
+
+class ProgressExtension(BaseModel):
+    """``x_vlmserve`` of a progress chunk (no choices): one phase change."""
+
+    progress: PhaseProgress
+
+
 class ChatCompletionChunk(BaseModel):
     """One SSE event; ``sse_json()`` leaves out the fields that were not set."""
 
@@ -343,7 +360,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    x_vlmserve: VlmserveExtension | None = None
+    x_vlmserve: VlmserveExtension | ProgressExtension | None = None
 
     def sse_json(self) -> str:
         """Compact JSON with only what was set (a content delta carries no ``role``, a

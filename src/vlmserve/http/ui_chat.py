@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from vlmserve.http.conversation import (
 )
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
+from vlmserve.http.ui_progress import phase_html, ticking
 from vlmserve.images import prepare_image
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
@@ -39,6 +41,7 @@ from vlmserve.video import is_video_path, prepare_clip
 
 SOURCE = "ui"  # the metrics label for requests made from the page
 _REFRESH_S = 0.05  # at most ~20 page updates a second while streaming
+_PHASE_TICK_S = 0.5  # the waiting line's clock, before the first word
 
 
 def stats_line(stats: RequestStats) -> str:
@@ -135,7 +138,8 @@ class ChatHandlers:
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
         chat.append({"role": "user", "content": text or template.prompt})
-        chat.append({"role": "assistant", "content": "…"})
+        t_sent = time.monotonic()
+        chat.append({"role": "assistant", "content": phase_html(None, 0.0)})
         cleared = {"text": "", "files": []}
         yield chat, cleared, history, ""
 
@@ -153,18 +157,29 @@ class ChatHandlers:
                 frequency_penalty=default_penalty(temp, settings.frequency_penalty))
             prepared: PreparedChat = await asyncio.to_thread(
                 fit_and_render, model, [*system, *history, user], budget)
-            request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling)
+            request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling,
+                              report_phases=True)
             generation = self.services.generation(request, SOURCE, prepared.dropped_turns)
             await generation.start()
-            answer, last_yield = "", 0.0
-            async for delta in generation.deltas():
-                answer += delta.text
-                now = time.monotonic()
-                if delta.finished or now - last_yield >= _REFRESH_S:
-                    last_yield = now
-                    chat[-1] = {"role": "assistant", "content": answer or "…"}
-                    if not delta.finished:
-                        yield chat, gr.skip(), gr.skip(), gr.skip()
+            answer, last_yield, phase = "", 0.0, None
+            # closed before generation.close(), which must not meet a running anext
+            async with aclosing(ticking(generation.deltas(), _PHASE_TICK_S)) as deltas:
+                async for delta in deltas:
+                    now = time.monotonic()
+                    if delta is None or delta.phase is not None:  # still before the first word
+                        phase = delta.phase if delta is not None else phase
+                        if not answer:
+                            chat[-1] = {"role": "assistant",
+                                        "content": phase_html(phase, now - t_sent)}
+                            yield chat, gr.skip(), gr.skip(), gr.skip()
+                        continue
+                    answer += delta.text
+                    if delta.finished or now - last_yield >= _REFRESH_S:
+                        last_yield = now
+                        chat[-1] = {"role": "assistant",
+                                    "content": answer or phase_html(phase, now - t_sent)}
+                        if not delta.finished:
+                            yield chat, gr.skip(), gr.skip(), gr.skip()
             final = generation.final
             if generation.error is not None:
                 raise generation.error
