@@ -179,6 +179,9 @@ class Request:
     request_id: str
     prompt: Prompt
     sampling: SamplingParams = SamplingParams()
+    # The server-side conversation this request continues, if any. The engine ignores it;
+    # a cluster router uses it to keep one session's turns on the replica holding its KV.
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class RequestStats:
     ttft_ms: float = 0.0  # from submit to the first token
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    replica: str | None = None  # which engine replica answered (a Ray Serve deployment)
 
     @property
     def decode_tokens_per_s(self) -> float:

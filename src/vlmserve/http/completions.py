@@ -100,6 +100,7 @@ class CompletionJob:
             session_id=self.session_id,
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
+            replica=stats.replica,
         )
 
 
@@ -185,7 +186,7 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         id=job_id,
         created=int(time.time()),
         model=model,
-        request=Request(job_id, chat.prompt, sampling),
+        request=Request(job_id, chat.prompt, sampling, session_id=session_id),
         chat=chat,
         session_id=session_id,
         template=template.name if template else None,

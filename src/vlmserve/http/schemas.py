@@ -188,6 +188,8 @@ class VlmserveExtension(BaseModel):
     boxes: list[dict[str, Any]] | None = Field(
         None, description="grounding requests only: the answer's boxes and points, on the "
         "model's 0-1000 grid and in the photo's pixels (docs/api.md)")
+    replica: str | None = Field(
+        None, description="the engine replica that answered (serve --ray only)")
 
 
 class FunctionCall(BaseModel):
