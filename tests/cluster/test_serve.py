@@ -12,9 +12,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from live_server import free_port, png_data_uri  # noqa: E402
 from openai import OpenAI  # noqa: E402
 
+from live_server import free_port, png_data_uri  # noqa: E402
 from tests.cluster.conftest import wait_for  # noqa: E402
 from vlmserve.cluster.deployment import ClusterOptions  # noqa: E402
 from vlmserve.cluster.local import APP_NAME, ClusterRun  # noqa: E402

@@ -53,13 +53,13 @@ class ClusterRun:
         self.settings = settings
         self.app_name = app_name
         self.started_ray = start_ray(address, num_cpus)
+        level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
+        logging_config = {"log_level": level, "enable_access_log": level == "DEBUG"}
         serve.start(http_options={"host": settings.host, "port": settings.port},
-                    logging_config={"log_level": settings.log_level.upper()
-                                    if settings.log_level != "trace" else "DEBUG",
-                                    "enable_access_log": False})
+                    logging_config=logging_config)
         t0 = time.perf_counter()
         serve.run(build_app(settings, options), name=app_name, route_prefix="/",
-                  blocking=False)
+                  blocking=False, logging_config=logging_config)
         log.info("vlmserve on Ray Serve up in %.1f s", time.perf_counter() - t0)
 
     @property
