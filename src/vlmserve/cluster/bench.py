@@ -105,7 +105,9 @@ def _picture(seed: int) -> str:
 
 def cache_affinity(model: Path, mmproj: Path, port: int, router: str, sessions: int,
                    follow_ups: int) -> dict:
-    run = ClusterRun(_settings(model, mmproj, port, 4),
+    # As many slots as sessions: a replica can keep every conversation it owns, so what
+    # is measured is the router, not slot eviction.
+    run = ClusterRun(_settings(model, mmproj, port, sessions),
                      ClusterOptions(replicas=2, router=router))
     try:
         _wait_up(run.url, 2)
@@ -139,16 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--follow-ups", type=int, default=3)
+    p.add_argument("--only", choices=("throughput", "affinity"), default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     doc = {"command": " ".join(["python -m vlmserve.cluster.bench", *(argv or sys.argv[1:])]),
            "model": str(args.model), "threads_per_replica": 1,
            "load_average_before": os.getloadavg(), "throughput": [], "affinity": []}
-    for replicas in (1, 2):
+    for replicas in (1, 2) if args.only != "affinity" else ():
         doc["throughput"].append(throughput(args.model, args.mmproj, args.port, replicas,
                                             args.sessions, args.max_tokens, args.rounds))
         print(json.dumps(doc["throughput"][-1]), file=sys.stderr, flush=True)
-    for router in ("affinity", "pow2"):
+    for router in ("affinity", "pow2") if args.only != "throughput" else ():
         doc["affinity"].append(cache_affinity(args.model, args.mmproj, args.port, router,
                                               args.sessions, args.follow_ups))
         print(json.dumps(doc["affinity"][-1]), file=sys.stderr, flush=True)
