@@ -66,27 +66,62 @@ def _encoded(url: str) -> int:
     return int(total)
 
 
+def _rounds(url: str, sessions: int, max_tokens: int, rounds: int) -> list[float]:
+    """Aggregate tok/s of each round of ``sessions`` concurrent one-turn sessions."""
+    rates = []
+    with ThreadPoolExecutor(sessions) as pool:
+        for r in range(rounds + 1):  # round 0 warms up
+            t0 = time.perf_counter()
+            outs = list(pool.map(lambda s, r=r: _chat(
+                url, [{"role": "user", "content": f"round {r} session {s}: go on"}],
+                f"tp-{r}-{s}", max_tokens), range(sessions)))
+            wall = time.perf_counter() - t0
+            if r:
+                rates.append(sum(o["usage"]["completion_tokens"] for o in outs) / wall)
+    return rates
+
+
+def _figures(label: dict, rates: list[float], sessions: int, max_tokens: int) -> dict:
+    return {**label, "sessions": sessions, "max_tokens": max_tokens,
+            "tok_s_rounds": [round(x, 1) for x in rates],
+            "tok_s_median": round(statistics.median(rates), 1)}
+
+
 def throughput(model: Path, mmproj: Path, port: int, replicas: int, sessions: int,
                max_tokens: int, rounds: int) -> dict:
     run = ClusterRun(_settings(model, mmproj, port, sessions), ClusterOptions(replicas=replicas))
     try:
         _wait_up(run.url, replicas)
-        rates = []
-        with ThreadPoolExecutor(sessions) as pool:
-            for r in range(rounds + 1):  # round 0 warms up
-                t0 = time.perf_counter()
-                outs = list(pool.map(lambda s, r=r: _chat(
-                    run.url, [{"role": "user", "content": f"round {r} session {s}: go on"}],
-                    f"tp-{r}-{s}", max_tokens), range(sessions)))
-                wall = time.perf_counter() - t0
-                tokens = sum(o["usage"]["completion_tokens"] for o in outs)
-                if r:
-                    rates.append(tokens / wall)
-        return {"replicas": replicas, "sessions": sessions, "max_tokens": max_tokens,
-                "tok_s_rounds": [round(x, 1) for x in rates],
-                "tok_s_median": round(statistics.median(rates), 1)}
+        rates = _rounds(run.url, sessions, max_tokens, rounds)
+        return _figures({"replicas": replicas}, rates, sessions, max_tokens)
     finally:
         run.stop()
+
+
+def single_process(model: Path, mmproj: Path, port: int, sessions: int, max_tokens: int,
+                   rounds: int) -> dict:
+    """The same rounds against a plain ``vlmserve serve`` (no Ray): the ingress's cost."""
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vlmserve.cli.main", "serve", "--model", str(model), "--mmproj",
+         str(mmproj), "--threads", "1", "--parallel", str(sessions), "--ctx-size", "4096",
+         "--no-ui", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        rates = _rounds(url, sessions, max_tokens, rounds)
+        return _figures({"replicas": "1, no Ray"}, rates, sessions, max_tokens)
+    finally:
+        child.terminate()
+        child.wait(30)
 
 
 def _picture(seed: int) -> str:
@@ -147,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": " ".join(["python -m vlmserve.cluster.bench", *(argv or sys.argv[1:])]),
            "model": str(args.model), "threads_per_replica": 1,
            "load_average_before": os.getloadavg(), "throughput": [], "affinity": []}
+    if args.only != "affinity":
+        doc["throughput"].append(single_process(args.model, args.mmproj, args.port,
+                                                args.sessions, args.max_tokens, args.rounds))
+        print(json.dumps(doc["throughput"][-1]), file=sys.stderr, flush=True)
     for replicas in (1, 2) if args.only != "affinity" else ():
         doc["throughput"].append(throughput(args.model, args.mmproj, args.port, replicas,
                                             args.sessions, args.max_tokens, args.rounds))
