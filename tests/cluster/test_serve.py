@@ -150,3 +150,17 @@ def test_a_replica_killed_mid_stream_is_replaced_and_the_session_survives(cluste
     fresh = ask(client, "what did I ask you to remember?", "kill-me-fresh")
     assert x(again)["replica"] in ids
     assert again.usage.prompt_tokens > fresh.usage.prompt_tokens + 5
+
+
+def test_leaving_a_stream_early_frees_the_replicas_slot(cluster) -> None:
+    body = {"model": "m", "stream": True, "max_tokens": 8000, "session_id": "leaver",
+            "messages": [{"role": "user", "content": "go on and on"}]}
+    with httpx.stream("POST", f"{cluster.url}/v1/chat/completions", json=body,
+                      timeout=60) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        next(lines)
+        # The answer would run for tens of seconds; the replicas report it busy meanwhile.
+        wait_for(lambda: health(cluster)["busy_slots"] >= 1, 10, "a busy slot")
+    # Left mid-answer: the ingress cancels the replica's stream and the engine aborts.
+    wait_for(lambda: health(cluster)["busy_slots"] == 0, 10, "the slot to be freed")

@@ -17,6 +17,7 @@ from ray import serve
 from vlmserve.cluster.board import remove_board
 from vlmserve.cluster.deployment import ClusterOptions, build_app
 from vlmserve.cluster.errors import RayUnavailableError
+from vlmserve.errors import VlmserveError
 from vlmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,13 @@ class ClusterRun:
         serve.start(http_options={"host": settings.host, "port": settings.port},
                     logging_config=logging_config)
         t0 = time.perf_counter()
-        serve.run(build_app(settings, options), name=app_name, route_prefix="/",
-                  blocking=False, logging_config=logging_config)
+        try:
+            serve.run(build_app(settings, options), name=app_name, route_prefix="/",
+                      blocking=False, logging_config=logging_config)
+        except Exception as exc:  # a replica that cannot start: say why in one line
+            self.stop()
+            raise VlmserveError(f"the vlmserve application did not start on Ray: "
+                                f"{_last_line(exc)}") from None
         log.info("vlmserve on Ray Serve up in %.1f s", time.perf_counter() - t0)
 
     @property
@@ -77,3 +83,10 @@ class ClusterRun:
         finally:
             if self.started_ray:
                 ray.shutdown()
+
+
+def _last_line(exc: BaseException) -> str:
+    """The informative end of a Ray error (its last non-empty line, shortened)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

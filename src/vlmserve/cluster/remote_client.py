@@ -34,7 +34,7 @@ from vlmserve.engine.client import EngineSnapshot
 from vlmserve.engine.disk_cache import DiskCacheStats
 from vlmserve.engine.image_cache import ImageCacheStats
 from vlmserve.engine.stats import EngineCounters
-from vlmserve.errors import QueueFullError
+from vlmserve.errors import EngineError, QueueFullError
 from vlmserve.images import image_token_count
 from vlmserve.types import FinishReason, PreparedImage, Prompt, Request, TokenDelta
 
@@ -101,6 +101,11 @@ class RemoteEngineClient:
                     if rid not in self._aborted or _cancelling():
                         raise
                     yield TokenDelta(rid, finish_reason=FinishReason.ABORT)
+                    return
+                except ray.exceptions.RayError as exc:  # a bug on the replica: a 500
+                    log.error("engine replica failed on %s: %s", rid, exc)
+                    yield TokenDelta(rid, finish_reason=FinishReason.ERROR, error=EngineError(
+                        f"the engine replica failed ({type(exc).__name__}); see its log"))
                     return
         finally:
             stream = self._streams.pop(rid, None)

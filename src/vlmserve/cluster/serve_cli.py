@@ -9,6 +9,7 @@ import time
 from vlmserve.batch.signals import StopFlag
 from vlmserve.cluster.deployment import ClusterOptions, parse_autoscale
 from vlmserve.cluster.local import ClusterRun
+from vlmserve.engine.preflight import preflight
 from vlmserve.settings import ServerSettings
 
 
@@ -23,6 +24,10 @@ def options_from_args(settings: ServerSettings, args: argparse.Namespace) -> Clu
 
 def serve_on_ray(settings: ServerSettings, args: argparse.Namespace) -> int:
     options = options_from_args(settings, args)  # bad flags fail before Ray starts
+    if not args.ray_address:
+        # A local Ray runs the replicas here: refuse a broken model file or one that does
+        # not fit now, as plain `serve` does, rather than after Serve's start retries.
+        preflight(settings.to_engine_config(), gpu_offload=options.replica_gpus > 0)
     with StopFlag() as flag:
         run = ClusterRun(settings, options, address=args.ray_address)
         try:
