@@ -19,9 +19,9 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 
-extras=""
+extras="[video]"
 # The tests cover the Ray deployment too (tests/cluster), so --test brings the ray extra.
-[ "$want_test" = 1 ] && extras="[test,ray]"
+[ "$want_test" = 1 ] && extras="[video,test,ray]"
 # Re-run pip only when the dependency list or the requested extras changed.
 stamp=".venv/.vlmserve-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)${extras}${CMAKE_ARGS:-}"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
 from vlmserve.http.engine_holder import EngineHolder
-from vlmserve.http.errors import install_error_handlers
+from vlmserve.http.errors import drop_validation_422, install_error_handlers
 from vlmserve.http.limits import BodySizeLimit
 from vlmserve.http.metrics import ResponseCounter
 from vlmserve.http.openai_routes import openai_router
@@ -72,6 +72,8 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     )
     app.state.services = services
     install_error_handlers(app)
+    generated_openapi = app.openapi
+    app.openapi = lambda: drop_validation_422(generated_openapi())  # 400s, not 422s
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
     if first_routes is not None:

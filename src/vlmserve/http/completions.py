@@ -21,6 +21,8 @@ from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.grounding import boxes_for
 from vlmserve.http.conversation import (
     PreparedChat,
+    check_request_text,
+    check_system_first,
     compose,
     fit_and_render,
     prompt_budget,
@@ -47,6 +49,7 @@ from vlmserve.types import (
     RequestStats,
     SamplingParams,
 )
+from vlmserve.video.summary import clip_summary
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class CompletionJob:
             session_id=self.session_id,
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
+            videos=[clip_summary(c) for c in self.chat.prompt.clips] or None,
             replica=stats.replica,
         )
 
@@ -174,7 +178,10 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
-    new = await to_chat_messages(body.messages, services.images, tokens_for)
+    new = await to_chat_messages(body.messages, services.images, tokens_for,
+                                 services.videos)
+    check_system_first(new)
+    check_request_text(model, settings, new, tools.rendered)
     history = services.sessions.get(session_id) if session_id is not None else []
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,

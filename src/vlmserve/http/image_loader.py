@@ -46,27 +46,29 @@ class ImageLoader:
                              + (" or an http(s) URL" if self.allow_remote else ""))
         return await asyncio.to_thread(prepare_image, data, self.options, None, tokens)
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, limit: int | None = None, what: str = "image") -> bytes:
+        """The body at ``url``, at most ``limit`` bytes (default: the image limit); errors
+        are ``ImageError`` naming ``what`` was fetched (the video loader shares this)."""
         try:
             # wait_for bounds the whole download; httpx's timeout bounds each read.
-            return await asyncio.wait_for(self._download(url), self.timeout_s)
+            return await asyncio.wait_for(
+                self._download(url, limit or self.options.max_bytes, what), self.timeout_s)
         except asyncio.TimeoutError:
             raise ImageError(
-                f"could not fetch the image URL: no complete answer in {self.timeout_s:g} s"
+                f"could not fetch the {what} URL: no complete answer in {self.timeout_s:g} s"
             ) from None
         except httpx.HTTPError as exc:
             detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-            raise ImageError(f"could not fetch the image URL: {detail}") from None
+            raise ImageError(f"could not fetch the {what} URL: {detail}") from None
 
-    async def _download(self, url: str) -> bytes:
-        limit = self.options.max_bytes
-        too_large = f"the image at the URL is over the limit of {limit / 1e6:.1f} MB"
+    async def _download(self, url: str, limit: int, what: str) -> bytes:
+        too_large = f"the {what} at the URL is over the limit of {limit / 1e6:.1f} MB"
         async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=True,
                                      max_redirects=3) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ImageError(
-                        f"could not fetch the image URL: HTTP {response.status_code}")
+                        f"could not fetch the {what} URL: HTTP {response.status_code}")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise ImageTooLargeError(too_large)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
-from vlmserve.http.errors import NotFoundError, error_body
+from vlmserve.http.errors import API_ERRORS, NotFoundError, error_body
 from vlmserve.http.generation import Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
@@ -47,6 +47,7 @@ def openai_router(services: Services) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         dependencies=[Depends(api_key_dependency(services.settings.api_key_value))],
+        responses=API_ERRORS,
     )
 
     @router.get("/models")
@@ -54,7 +55,11 @@ def openai_router(services: Services) -> APIRouter:
         model = services.model()
         return ModelList(data=[ModelCard(id=model.model_id, created=model.created)])
 
-    @router.post("/chat/completions", response_model=None)
+    @router.post("/chat/completions", response_model=None, responses={200: {
+        "model": ChatCompletion,
+        "description": "the answer, or its server-sent events (ChatCompletionChunk per "
+                       "event, then ``[DONE]``) when ``stream`` is set",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     async def chat_completions(body: ChatCompletionRequest,
                                request: Request) -> Response | ChatCompletion:
         model = services.model()

@@ -19,6 +19,7 @@ from vlmserve.http.generation import Generation, InFlight
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.metrics import Metrics
 from vlmserve.http.response_store import ResponseStore
+from vlmserve.http.video_loader import VideoLoader
 from vlmserve.sessions import SessionStore, validate_session_id
 from vlmserve.settings import ServerSettings
 from vlmserve.templates import TemplateRegistry
@@ -67,6 +68,7 @@ class Services:
     session_locks: SessionLocks = field(default_factory=SessionLocks)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses
     in_flight: InFlight = field(default_factory=InFlight)
+    videos: VideoLoader | None = None  # video_url parts (None: refused)
 
     @classmethod
     def build(cls, settings: ServerSettings, holder: EngineHolder) -> Services:
@@ -87,6 +89,8 @@ class Services:
                                settings.remote_image_timeout_s),
             metrics=Metrics(snapshot),
             responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
+            videos=VideoLoader(settings.video_options(), settings.allow_remote_images,
+                               settings.remote_image_timeout_s),
         )
 
     def model(self) -> LoadedModel:

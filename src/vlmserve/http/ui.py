@@ -74,7 +74,7 @@ def build_page(services: Services) -> gr.Blocks:
                     feedback_options=None, latex_delimiters=[])
                 box = gr.MultimodalTextbox(
                     value={"text": default.prompt, "files": []}, elem_id="vlm-input",
-                    file_types=["image"], file_count="multiple", sources=["upload"],
+                    file_types=["image", "video"], file_count="multiple", sources=["upload"],
                     show_label=False, submit_btn=_SEND, stop_btn=False, autofocus=True,
                     placeholder="Drop, paste or upload a photo, then ask a question")
                 status = gr.Markdown("", elem_id="vlm-status")
@@ -130,7 +130,7 @@ def mount_ui(app: FastAPI, services: Services) -> None:
         ssr_mode=False,  # no Node.js server
         footer_links=["settings"],
         run_history=False,
-        max_file_size=settings.image_max_bytes,
+        max_file_size=max(settings.image_max_bytes, settings.video_options().max_bytes),
         theme=_theme(),
         css=_CSS,
     )

@@ -22,13 +22,20 @@ from vlmserve.config import TokenBudget, default_penalty
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.http.completions import newest_geometry
-from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
+from vlmserve.http.conversation import (
+    PreparedChat,
+    check_request_text,
+    fit_and_render,
+    prompt_budget,
+)
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
 from vlmserve.images import prepare_image
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
-from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.text_input import check_text
+from vlmserve.types import PreparedClip, PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.video import is_video_path, prepare_clip
 
 SOURCE = "ui"  # the metrics label for requests made from the page
 _REFRESH_S = 0.05  # at most ~20 page updates a second while streaming
@@ -104,6 +111,7 @@ class ChatHandlers:
 
         template = self.template(template_name)
         try:
+            check_text(text, "the message")  # the browser can send lone surrogates too
             model = self.services.model()
             tokens = image_tokens_for(self.services.settings.image_options().tokens, template)
             images = [await self._load_image(path, tokens) for path in files]
@@ -118,6 +126,12 @@ class ChatHandlers:
             return
 
         *system, user = template.to_messages(*images, question=text or None)
+        try:
+            check_request_text(model, self.services.settings, [user])
+        except VlmserveError as exc:
+            gr.Warning(exc.message)
+            yield gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc.message}"
+            return
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
         chat.append({"role": "user", "content": text or template.prompt})
@@ -208,12 +222,16 @@ class ChatHandlers:
             chat.pop()
         return chat, box, gr.skip(), f"⚠️ {message}"
 
-    async def _load_image(self, path: str, tokens: TokenBudget | None = None) -> PreparedImage:
+    async def _load_image(self, path: str, tokens: TokenBudget | None = None,
+                          ) -> PreparedImage | PreparedClip:
         """Read and prepare an upload; errors name the file as the person chose it."""
         name = Path(path).name
         options = self.services.settings.image_options()
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
+            if is_video_path(path):  # a clip: its frame pairs take the picture's place
+                return await asyncio.to_thread(prepare_clip, data,
+                                               self.services.settings.video_options())
             return await asyncio.to_thread(prepare_image, data, options, None, tokens)
         except VlmserveError as exc:
             raise type(exc)(f"{name}: {exc.message}") from None

@@ -1,0 +1,67 @@
+"""``video_url`` content parts to ``PreparedClip``s, under the same rules as images.
+
+``data:video/...;base64,...`` URIs are decoded here; ``http(s)`` URLs only when the
+operator allowed remote media (``--allow-remote-images``: the same SSRF opt-in, fetched
+with the same size and time limits, shared with ``ImageLoader``). Decoding is CPU work
+(PyAV), run in a worker thread so other streams keep flowing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from vlmserve.config import ImageOptions
+from vlmserve.errors import (
+    ImageError,
+    ImageTooLargeError,
+    RequestError,
+    VideoError,
+    VideoTooLargeError,
+)
+from vlmserve.http.image_loader import ImageLoader
+from vlmserve.http.schemas import VideoURL
+from vlmserve.images.limits import check_byte_size
+from vlmserve.types import PreparedClip
+from vlmserve.video import VideoOptions, decode_video_data_uri, prepare_clip
+
+
+class VideoLoader:
+    """Turns a ``video_url`` (url, fps, max_frames) into a ``PreparedClip``."""
+
+    def __init__(self, options: VideoOptions, allow_remote: bool = False,
+                 timeout_s: float = 30.0) -> None:
+        self.options = options
+        self.allow_remote = allow_remote
+        # Only its fetch is used (with this loader's byte limit).
+        self._remote = ImageLoader(ImageOptions(), allow_remote, timeout_s)
+
+    async def load(self, part: VideoURL) -> PreparedClip:
+        sampling = self.options.sampling(part.fps, part.max_frames)  # a 400 before decoding
+        url = part.url
+        scheme = url[: url.find(":")].lower() if ":" in url[:12] else ""
+        if scheme == "data":
+            data = await asyncio.to_thread(decode_video_data_uri, url, self.options.max_bytes)
+        elif scheme in ("http", "https"):
+            if not self.allow_remote:
+                raise RequestError(
+                    "remote video URLs are disabled on this server; send the clip inline as "
+                    "a data:video/...;base64,... URI (or start the server with "
+                    "--allow-remote-images)")
+            try:
+                data = await self._remote._fetch(url, self.options.max_bytes, "video")
+                check_byte_size(len(data), self.options.max_bytes)
+            except ImageTooLargeError as exc:
+                raise VideoTooLargeError(exc.message) from None
+            except ImageError as exc:
+                raise VideoError(exc.message) from None
+        else:
+            raise VideoError("video_url must be a data:video/...;base64,... URI"
+                             + (" or an http(s) URL" if self.allow_remote else ""))
+        return await asyncio.to_thread(prepare_clip, data, self.options, sampling)
+
+
+async def load_video(part: VideoURL, videos: VideoLoader | None) -> PreparedClip:
+    """``videos.load(part)``, or a 400 where this caller takes no video (no loader)."""
+    if videos is None:
+        raise RequestError("video_url parts are not accepted here")
+    return await videos.load(part)
