@@ -283,6 +283,9 @@ class Request:
     # Phase deltas (``TokenDelta.phase``) before the first token; off, a stream holds
     # exactly what it always did (text deltas and the last one).
     report_phases: bool = False
+    # The server-side conversation this request continues, if any. The engine ignores it;
+    # a cluster router uses it to keep one session's turns on the replica holding its KV.
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,7 @@ class RequestStats:
     ttft_ms: float = 0.0  # from submit to the first token
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    replica: str | None = None  # which engine replica answered (a Ray Serve deployment)
 
     @property
     def decode_tokens_per_s(self) -> float:

@@ -30,7 +30,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one process, one port). Every flag can also be set as VLMSERVE_<NAME>, "
         "e.g. VLMSERVE_MODEL, VLMSERVE_PORT, VLMSERVE_API_KEY.")
     add_setting_flags(p)  # every setting of the table, default None: env stays in charge
+    add_ray_flags(p)
     p.set_defaults(func=run)
+
+
+def add_ray_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray Serve (needs the vlmserve[ray] extra; docs/scale-out.md)")
+    g.add_argument("--ray", action="store_true",
+                   help="serve from a Ray Serve ingress in front of several engine replicas, "
+                   "each a full engine, with cache-affine routing (a local Ray is started "
+                   "unless --ray-address is given)")
+    g.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="engine replicas (default 2)")
+    g.add_argument("--autoscale", default=None, metavar="MIN:MAX",
+                   help="let Ray Serve scale the engine replicas between MIN and MAX")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    g.add_argument("--replica-gpus", type=float, default=None, metavar="G",
+                   help="GPUs per engine replica (CUDA builds; default 0)")
+    g.add_argument("--router", default=None, choices=("affinity", "pow2"),
+                   help="request router: affinity (default) or Ray Serve's power of two "
+                   "choices (for comparison)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -46,7 +66,18 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    ray_flags = [f"--{n.replace('_', '-')}" for n in ("replicas", "autoscale", "ray_address",
+                                                     "replica_gpus", "router")
+                 if getattr(args, n, None) is not None]
+    if ray_flags and not args.ray:
+        raise VlmserveError(f"{', '.join(ray_flags)} need --ray")
     settings = settings_from_args(args)
+    if args.ray:
+        try:
+            from vlmserve.cluster.serve_cli import serve_on_ray
+        except ImportError as exc:
+            raise VlmserveError(f"--ray needs Ray: pip install 'vlmserve[ray]' ({exc})") from None
+        return serve_on_ray(settings, args)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(levelname)s:     %(name)s: %(message)s")
     import uvicorn  # here, so `vlmserve --help` stays fast

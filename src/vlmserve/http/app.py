@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
-               on_load_error: Callable[[VlmserveError], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[VlmserveError], None] | None = None,
+               first_routes: Callable[[Services], APIRouter] | None = None) -> FastAPI:
     """Build the app.
 
     With ``engine`` given, the app uses it and leaves closing it to the caller. Without,
@@ -37,6 +38,10 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     answers at once (``/health`` says 503 ``loading`` until the model is ready), and
     closes it at shutdown. A load failure is logged, shown by ``/health``, and passed to
     ``on_load_error`` (the CLI uses it to stop the server and exit 1).
+
+    ``first_routes`` builds routes matched before the built-in ones: the seam where a
+    deployment that puts the engine elsewhere (``vlmserve.cluster``: replicas on Ray)
+    answers ``/health`` and ``/metrics`` for all of them.
 
     Raises ``ModelNotFoundError`` at once when neither ``engine`` nor a model path is set.
     """
@@ -71,6 +76,8 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     app.openapi = lambda: drop_validation_422(generated_openapi())  # 400s, not 422s
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
+    if first_routes is not None:
+        app.include_router(first_routes(services))
     app.include_router(ops_router(services))
     app.include_router(responses_router(services))  # before openai_router's /v1 catch-all
     app.include_router(openai_router(services))

@@ -104,6 +104,7 @@ class CompletionJob:
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
             videos=[clip_summary(c) for c in self.chat.prompt.clips] or None,
+            replica=stats.replica,
         )
 
 
@@ -192,7 +193,7 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         id=job_id,
         created=int(time.time()),
         model=model,
-        request=Request(job_id, chat.prompt, sampling,
+        request=Request(job_id, chat.prompt, sampling, session_id=session_id,
                         report_phases=body.stream and wants_progress(body)),
         chat=chat,
         session_id=session_id,

@@ -245,6 +245,8 @@ class VlmserveExtension(BaseModel):
     videos: list[dict[str, Any]] | None = Field(
         None, description="requests with clips only: per clip the frames sampled, frame "
         "pairs, frame size and each pair's timestamp in seconds (docs/video.md)")
+    replica: str | None = Field(
+        None, description="the engine replica that answered (serve --ray only)")
 
 
 class FunctionCall(BaseModel):
