@@ -247,7 +247,10 @@ def test_live_mode_asks_about_several_frames_and_stops(phone, phone_server) -> N
         print("live state:", page.evaluate("""() => ({sent: window.vlmPhone.liveSent,
             live: !!window.vlmPhone.state.live, note: document.querySelector(
             '#vlm-phone-note')?.textContent, ready: document.querySelector(
-            '#vlm-live-view')?.readyState})"""))
+            '#vlm-live-view')?.readyState, size: [document.querySelector(
+            '#vlm-live-view')?.videoWidth, document.querySelector('#vlm-live-view')
+            ?.videoHeight], busy: !!document.querySelector('#vlm-input button.stop-button')})
+            """))
     frames = sorted(phone_server.uploads.rglob("live-*.jpg"))  # as the server received them
     assert len(frames) >= 3
     for path in frames:
