@@ -68,6 +68,21 @@ class QueueFullError(VlmserveError):
         self.retry_after_s = retry_after_s
 
 
+class ShuttingDownError(VlmserveError):
+    """The server is stopping: it admits nothing new and ends what it could not finish.
+
+    One type for every layer, so a request refused at the door, one that was still
+    queued and one cut when the drain ran out all end the same way (503).
+    """
+
+    http_status = 503
+    code = "server_shutting_down"
+    MESSAGE = "the server is shutting down; retry on another server or after it restarts"
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
+
+
 class EngineError(VlmserveError):
     """llama.cpp failed while serving a request."""
 

@@ -101,6 +101,9 @@ class ServerSettings(BaseSettings):
         None, "network", "require 'Authorization: Bearer KEY' on /v1 and /metrics; the page "
         "asks for it as password")
     ui: bool = _setting(True, "network", "serve the API only, no page on /")
+    shutdown_timeout: float = _setting(
+        10.0, "network", "on SIGTERM, seconds running requests get to finish (queued ones "
+        "end at once); then they end with a 'shutting down' error", ge=0, le=3600)
     log_level: str = _setting("info", "network", "log level",
                               pattern="^(critical|error|warning|info|debug|trace)$")
 

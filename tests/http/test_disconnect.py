@@ -113,7 +113,7 @@ def test_full_queue_answers_503_with_retry_after(server: LiveServer) -> None:
 
 
 def test_ctrl_c_with_a_stream_open_exits_cleanly(start_server) -> None:
-    server = start_server("--no-ui")
+    server = start_server("--no-ui", "--shutdown-timeout", "0")
     with httpx.Client(timeout=30) as client:
         with client.stream("POST", f"{server.url}/v1/chat/completions",
                            json=body(LONG, stream=True)) as response:
@@ -125,4 +125,4 @@ def test_ctrl_c_with_a_stream_open_exits_cleanly(start_server) -> None:
     # The answer was ended properly, with a reason, not cut off mid-stream.
     assert events[-1] == "data: [DONE]"
     error = json.loads(events[-2].removeprefix("data: "))["error"]
-    assert "shutting down" in error["message"] and error["code"] == "request_aborted"
+    assert "shutting down" in error["message"] and error["code"] == "server_shutting_down"

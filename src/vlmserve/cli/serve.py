@@ -1,8 +1,9 @@
 """``vlmserve serve``: the web page and the OpenAI-compatible API on one port.
 
 Flags override ``VLMSERVE_*`` variables, which override the defaults (see
-``vlmserve.settings``). Ctrl-C or SIGTERM stops the server cleanly: open requests get a
-few seconds, the engine thread stops, and the process exits 0.
+``vlmserve.settings``). Ctrl-C or SIGTERM stops the server cleanly: new requests get
+503, queued ones end at once, running ones get ``--shutdown-timeout`` seconds, the engine
+thread stops, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list | None = None) -> None:
-            # Before uvicorn waits for open connections: end running answers now, with a
-            # "shutting down" event, rather than let them run out the grace period and be
-            # cut off mid-stream.
-            app.state.services.begin_shutdown()
+            # Before uvicorn closes its sockets and waits for open connections: refuse new
+            # requests (503), end queued ones, let running ones finish within
+            # --shutdown-timeout and end the rest, each stream with an error event and
+            # [DONE], so nothing is left for uvicorn to cut off mid-stream.
+            await app.state.services.shutdown.run()
             await super().shutdown(sockets)
 
     server = Server(uvicorn.Config(

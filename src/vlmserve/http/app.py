@@ -23,6 +23,7 @@ from vlmserve.http.openai_routes import openai_router
 from vlmserve.http.ops_routes import ops_router
 from vlmserve.http.responses_routes import responses_router
 from vlmserve.http.services import Services
+from vlmserve.http.shutdown import ShutdownGate
 from vlmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
+    app.add_middleware(ShutdownGate, shutdown=services.shutdown)  # outermost: first to refuse
     app.include_router(ops_router(services))
     app.include_router(responses_router(services))  # before openai_router's /v1 catch-all
     app.include_router(openai_router(services))

@@ -35,49 +35,18 @@ def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveErr
     return delta.error if delta.error is not None else EngineError("the request was stopped")
 
 
-class InFlight:
-    """The generations running in one app, so that shutdown can stop them all.
-
-    Without it, a server asked to stop would wait (up to its grace period) for every open
-    stream to finish by itself, then cut the connections mid-answer. Used only from the
-    event loop's thread, so a plain set is enough.
-    """
-
-    def __init__(self) -> None:
-        self._running: set[Generation] = set()
-
-    def add(self, generation: Generation) -> None:
-        self._running.add(generation)
-
-    def discard(self, generation: Generation) -> None:
-        self._running.discard(generation)
-
-    def __len__(self) -> int:
-        return len(self._running)
-
-    def abort_all(self, reason: str) -> int:
-        """Ask the engine to stop every running generation; each ends with ``reason``."""
-        running = list(self._running)
-        for generation in running:
-            generation.abort(reason)
-        return len(running)
-
-
 class Generation:
     """Submit, stream and (if left early) abort one request; records its metrics."""
 
     def __init__(self, engine: EngineClient, request: Request, metrics: Metrics,
-                 source: str, dropped_turns: int = 0, in_flight: InFlight | None = None,
-                 ) -> None:
+                 source: str, dropped_turns: int = 0) -> None:
         self.request = request
         self._engine = engine
         self._metrics = metrics
         self._source = source
         self._dropped_turns = dropped_turns
-        self._in_flight = in_flight
         self._iter: AsyncIterator[TokenDelta] | None = None
         self._first: TokenDelta | None = None
-        self._abort_reason: str | None = None
         self.final: TokenDelta | None = None  # the last delta, once the request ended
         self.logprobs: list[TokenLogprob] = []  # every delta's, when the request asked
 
@@ -87,7 +56,7 @@ class Generation:
         if self.final is None or self.final.finish_reason in (FinishReason.STOP,
                                                               FinishReason.LENGTH):
             return None
-        return error_for(self.final, self._abort_reason)
+        return error_for(self.final)
 
     async def start(self) -> None:
         """Submit and wait for the first delta.
@@ -106,8 +75,6 @@ class Generation:
             self._record(self._first)
             if self.error is not None:
                 raise self.error
-        elif self._in_flight is not None:
-            self._in_flight.add(self)
 
     async def deltas(self) -> AsyncIterator[TokenDelta]:
         """The deltas, the first one included; the last has ``finish_reason`` set."""
@@ -124,15 +91,8 @@ class Generation:
                 self._record(delta)
             yield delta
 
-    def abort(self, reason: str) -> None:
-        """Stop the request from the server's side; its stream ends with ABORT."""
-        self._abort_reason = reason
-        self._engine.abort(self.request.request_id)
-
     async def close(self) -> None:
         """Abort the request if it is still running (idempotent)."""
-        if self._in_flight is not None:
-            self._in_flight.discard(self)
         if self._iter is None:
             return
         iterator, self._iter = self._iter, None
@@ -143,8 +103,6 @@ class Generation:
 
     def _record(self, delta: TokenDelta) -> None:
         self.final = delta
-        if self._in_flight is not None:
-            self._in_flight.discard(self)
         self._metrics.observe_finished(self._source, delta.finish_reason or FinishReason.ERROR,
                                        delta.stats, self._dropped_turns)
 
