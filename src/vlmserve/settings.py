@@ -101,6 +101,17 @@ class ServerSettings(BaseSettings):
         None, "network", "require 'Authorization: Bearer KEY' on /v1 and /metrics; the page "
         "asks for it as password")
     ui: bool = _setting(True, "network", "serve the API only, no page on /")
+    idle_timeout: float = _setting(
+        5.0, "network", "seconds a connection with no request in progress stays open",
+        gt=0, le=3600)
+    header_timeout: float = _setting(
+        10.0, "network", "seconds a client has to send a request's headers, from its first "
+        "byte", gt=0, le=3600)
+    body_timeout: float = _setting(
+        60.0, "network", "seconds a client has to send a request's whole body, else 408",
+        gt=0, le=3600)
+    max_connections: int = _setting(
+        512, "network", "open connections at most; one more is answered 503", ge=1)
     shutdown_timeout: float = _setting(
         10.0, "network", "on SIGTERM, seconds running requests get to finish (queued ones "
         "end at once); then they end with a 'shutting down' error", ge=0, le=3600)

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # here, so `vlmserve --help` stays fast
 
     from vlmserve.http.app import create_app
+    from vlmserve.http.connection_guard import guarded_protocol
 
     failures: list[VlmserveError] = []
     server: uvicorn.Server | None = None
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     server = Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=5, lifespan="on"))
+        timeout_graceful_shutdown=5, lifespan="on",
+        http=guarded_protocol(settings.header_timeout, settings.max_connections),
+        timeout_keep_alive=settings.idle_timeout))
     _print_banner(settings)
 
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), then re-raises the signal

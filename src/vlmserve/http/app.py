@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
+from vlmserve.http.connection_guard import BodyTimeout
 from vlmserve.http.engine_holder import EngineHolder
 from vlmserve.http.errors import install_error_handlers
 from vlmserve.http.limits import BodySizeLimit
@@ -69,6 +70,7 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
     app.add_middleware(ShutdownGate, shutdown=services.shutdown)  # outermost: first to refuse
     app.include_router(ops_router(services))
