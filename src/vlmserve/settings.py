@@ -152,6 +152,10 @@ class ServerSettings(BaseSettings):
                                         "set none", ge=-2.0, le=2.0)
     allow_remote_images: bool = _setting(False, "requests", "let requests give http(s) image "
                                          "URLs to fetch")
+    remote_image_allow: str = _setting(
+        "", "requests", "networks (CIDR) and host names remote images may come from even "
+        "though they are not public, comma-separated (e.g. 10.0.0.0/8,images.lan); "
+        "loopback, private, link-local and metadata addresses are refused otherwise")
     remote_image_timeout_s: float = _setting(10.0, "requests", "seconds to fetch a remote "
                                              "image", gt=0, le=300)
     image_max_edge: int = _setting(1024, "requests", "resize images to this longest edge",

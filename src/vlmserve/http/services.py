@@ -18,6 +18,7 @@ from vlmserve.http.engine_holder import EngineHolder, LoadedModel
 from vlmserve.http.generation import Generation
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.metrics import Metrics
+from vlmserve.http.remote_images import RemotePolicy
 from vlmserve.http.response_store import ResponseStore
 from vlmserve.http.shutdown import Shutdown
 from vlmserve.sessions import SessionStore, validate_session_id
@@ -85,7 +86,8 @@ class Services:
             templates=templates,
             sessions=SessionStore(settings.session_ttl_s, settings.max_sessions),
             images=ImageLoader(settings.image_options(), settings.allow_remote_images,
-                               settings.remote_image_timeout_s),
+                               settings.remote_image_timeout_s,
+                               RemotePolicy.parse(settings.remote_image_allow)),
             metrics=Metrics(snapshot),
             shutdown=Shutdown(holder, settings.shutdown_timeout),
             responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
