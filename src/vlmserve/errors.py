@@ -57,6 +57,13 @@ class ContextOverflowError(RequestError):
     code = "context_length_exceeded"
 
 
+class SessionImageGoneError(RequestError):
+    """A session's earlier picture was evicted from the session picture store."""
+
+    http_status = 410
+    code = "session_image_gone"
+
+
 class QueueFullError(VlmserveError):
     """The engine's bounded waiting queue is full; retry later."""
 

@@ -174,6 +174,10 @@ class ServerSettings(BaseSettings):
                                     "session is forgotten", gt=0)
     max_sessions: int = _setting(1000, "requests", "server-side sessions kept (the least "
                                  "recently used goes first)", ge=1)
+    session_mb: float = _setting(
+        256.0, "requests", "memory for the pictures of server-side sessions, MB: each "
+        "distinct picture is held once, the least recently used goes first (its session's "
+        "next turn is then asked to send it again)", gt=0)
     templates_file: Path | None = _setting(None, "requests", "YAML/JSON file of extra prompt "
                                            "templates")
 

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from vlmserve.chat import ChatMessage, TextPart
 from vlmserve.errors import RequestError, VlmserveError
 from vlmserve.http.auth import api_key_dependency
-from vlmserve.http.completions import CompletionJob, grammar_for
+from vlmserve.http.completions import CompletionJob, grammar_for, images_of
 from vlmserve.http.conversation import compose, fit_and_render, prompt_budget
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.errors import NotFoundError
@@ -138,18 +138,18 @@ async def prepare(services: Services, model: LoadedModel, body: ResponsesRequest
     sampling = SamplingParams(max_tokens=max_tokens, grammar=grammar,
                               **{k: v for k, v in given.items() if v is not None})
 
+    new = await input_messages(body.input, services.images)
     history: list[ChatMessage] = []
     if body.previous_response_id is not None:
         try:
             previous = validate_session_id(body.previous_response_id)
         except RequestError:
             previous = None
-        history = services.sessions.get(previous) if previous else []
+        history = services.sessions.get(previous, offered=images_of(new)) if previous else []
         if not history:
             raise PreviousResponseNotFound(
                 f"previous response {body.previous_response_id[:64]!r} not found: it was "
                 "not stored (store: false), has expired, or the server restarted")
-    new = await input_messages(body.input, services.images)
     instructions = ChatMessage.system(body.instructions) if body.instructions else None
     messages = compose(history, [*([instructions] if instructions else []), *new])
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,

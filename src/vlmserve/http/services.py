@@ -21,8 +21,9 @@ from vlmserve.http.metrics import Metrics
 from vlmserve.http.remote_images import RemotePolicy
 from vlmserve.http.response_store import ResponseStore
 from vlmserve.http.shutdown import Shutdown
+from vlmserve.session_images import SessionImageStore
 from vlmserve.sessions import SessionStore, validate_session_id
-from vlmserve.settings import ServerSettings
+from vlmserve.settings import MIB, ServerSettings
 from vlmserve.templates import TemplateRegistry
 from vlmserve.types import Request
 
@@ -80,15 +81,17 @@ class Services:
             model = holder.model
             return model.engine.snapshot() if model is not None else None
 
+        sessions = SessionStore(settings.session_ttl_s, settings.max_sessions,
+                                images=SessionImageStore(int(settings.session_mb * MIB)))
         return cls(
             settings=settings,
             holder=holder,
             templates=templates,
-            sessions=SessionStore(settings.session_ttl_s, settings.max_sessions),
+            sessions=sessions,
             images=ImageLoader(settings.image_options(), settings.allow_remote_images,
                                settings.remote_image_timeout_s,
                                RemotePolicy.parse(settings.remote_image_allow)),
-            metrics=Metrics(snapshot),
+            metrics=Metrics(snapshot, sessions.images.stats),
             shutdown=Shutdown(holder, settings.shutdown_timeout),
             responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
         )
