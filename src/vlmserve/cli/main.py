@@ -14,11 +14,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlmserve.cli import bench, demo_model, describe, info, models, pull, quantize, serve, watch
+from vlmserve.cli import (
+    bench,
+    demo_model,
+    describe,
+    info,
+    models,
+    pull,
+    quantize,
+    serve,
+    soak,
+    watch,
+)
 from vlmserve.errors import VlmserveError
 
 # Subcommand modules, in help order.
-SUBCOMMANDS = (describe, serve, info, demo_model, quantize, bench, pull, models, watch)
+SUBCOMMANDS = (describe, serve, info, demo_model, quantize, bench, soak, pull, models, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +71,7 @@ class Metrics:
             "vlmserve_request_duration_seconds", "Submit to last token",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120, 300), registry=r)
         r.register(EngineCollector(snapshot))
+        ProcessCollector(registry=r)  # process_resident_memory_bytes ...: what a soak watches
         if session_images is not None:
             r.register(SessionImagesCollector(session_images))
 
