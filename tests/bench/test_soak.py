@@ -25,8 +25,8 @@ def test_a_short_soak_finds_a_healthy_server(tiny_model, tmp_path):
     figures = json.loads(out.read_text())
     statuses = figures["statuses"]
     assert statuses.get("200", 0) > 0, statuses
-    bad = {k: v for k, v in statuses.items()
-           if k.startswith(("5", "error", "stream without"))}
+    bad = {k: v for k, v in statuses.items() if k.startswith(("5", "error", "stream without"))
+           and k != "503 server_busy"}  # a full queue is a clean refusal
     assert not bad, statuses
     assert figures["after"]["vlmserve_busy_slots"] == 0
     assert figures["after"]["vlmserve_queue_depth"] == 0

@@ -62,6 +62,9 @@ class SoakResult:
     stream_ttft_ms: list[float] = field(default_factory=list)  # client clock, first token
     server_ttft_ms: list[float] = field(default_factory=list)  # x_vlmserve of plain answers
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
+    # (seconds, image-embedding cache MB, session picture store MB): budgets filling up
+    # look like growth in RSS; these say how much of it they are.
+    cache_mb: list[tuple[float, float, float]] = field(default_factory=list)
     after: dict[str, float] = field(default_factory=dict)
     requests: int = 0
     duration_s: float = 0.0
@@ -80,6 +83,15 @@ def _png_uri(side: int, rng: random.Random) -> str:
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _refused(status: int, body: bytes) -> str:
+    """``"503 server_busy"``: the status and the error code of the JSON body."""
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = "no JSON error"
+    return f"{status} {code}"
 
 
 def metric(text: str, name: str) -> float | None:
@@ -170,8 +182,7 @@ class Soak:
             async with http.stream("POST", "/v1/chat/completions",
                                    json={**body, "stream": True}) as response:
                 if response.status_code != 200:
-                    await response.aread()
-                    return str(response.status_code)
+                    return _refused(response.status_code, await response.aread())
                 first, last = False, ""
                 async for line in response.aiter_lines():
                     if not line.startswith("data: "):
@@ -201,11 +212,12 @@ class Soak:
             response = await request
         except httpx.HTTPError as exc:
             return f"error {type(exc).__name__}"
-        if response.status_code == 200:
-            ttft = response.json().get("x_vlmserve", {}).get("ttft_ms")
-            if ttft:
-                self.result.server_ttft_ms.append(float(ttft))
-        return str(response.status_code)
+        if response.status_code != 200:
+            return _refused(response.status_code, response.content)
+        ttft = response.json().get("x_vlmserve", {}).get("ttft_ms")
+        if ttft:
+            self.result.server_ttft_ms.append(float(ttft))
+        return "200"
 
     # ---- the server's side
     async def _sample_rss(self, http: httpx.AsyncClient) -> None:
@@ -219,9 +231,12 @@ class Soak:
         except httpx.HTTPError:
             return
         rss = metric(text, "process_resident_memory_bytes")
+        t = round(time.monotonic() - self._t0, 1)
         if rss is not None:
-            self.result.rss_mb.append((round(time.monotonic() - self._t0, 1),
-                                       round(rss / 2**20, 1)))
+            self.result.rss_mb.append((t, round(rss / 2**20, 1)))
+        caches = [metric(text, name) or 0.0 for name in
+                  ("vlmserve_image_cache_bytes", "vlmserve_session_image_bytes")]
+        self.result.cache_mb.append((t, *(round(b / 2**20, 1) for b in caches)))
 
     async def _settled(self, http: httpx.AsyncClient, timeout_s: float = 15.0
                        ) -> dict[str, float]:
@@ -254,6 +269,7 @@ def summary(result: SoakResult) -> dict:
                            "n": len(result.server_ttft_ms)},
         "after": result.after,
         "rss_mb": rss,
+        "cache_mb": result.cache_mb,
         "rss_change_since_2min_pct": (round((final - at_2min) / at_2min * 100, 2)
                                       if at_2min and final else None),
         "load_average": result.load_average,
@@ -275,6 +291,10 @@ def format_summary(s: dict) -> str:
                  f"{after.get('vlmserve_slots', 0):g}, queue {after.get('vlmserve_queue_depth', 0):g}")
     if s["rss_mb"]:
         lines.append("RSS MB over time: " + ", ".join(f"{t:g}s {mb:g}" for t, mb in s["rss_mb"]))
+    if s["cache_mb"]:
+        t, image_mb, session_mb = s["cache_mb"][-1]
+        lines.append(f"caches at the end: image embeddings {image_mb:g} MB, session "
+                     f"pictures {session_mb:g} MB")
     if s["rss_change_since_2min_pct"] is not None:
         lines.append(f"RSS change since minute 2: {s['rss_change_since_2min_pct']:+.2f} %")
     return "\n".join(lines)
