@@ -35,6 +35,10 @@ def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveErr
     return delta.error if delta.error is not None else EngineError("the request was stopped")
 
 
+class ClientGone(Exception):
+    """The client disconnected before the first token; its request was aborted."""
+
+
 class Generation:
     """Submit, stream and (if left early) abort one request; records its metrics."""
 
@@ -58,16 +62,31 @@ class Generation:
             return None
         return error_for(self.final)
 
-    async def start(self) -> None:
+    async def start(self, receive: Receive | None = None) -> None:
         """Submit and wait for the first delta.
 
         Raises ``QueueFullError`` (503) when the engine's queue is full, and the error of
         ``error_for`` when the request ends with an error before producing anything.
+        With ``receive`` (the ASGI request's), a client that disconnects while the request
+        is still queued raises ``ClientGone`` and the request is aborted at once: without
+        this it kept its queue place until it reached a slot and its first token.
         """
         iterator = self._engine.generate(self.request)
+        first = asyncio.ensure_future(anext(iterator))  # QueueFullError: nothing submitted
         try:
-            self._first = await anext(iterator)  # QueueFullError: nothing was submitted
-        except asyncio.CancelledError:  # the client left before the first token
+            if receive is not None:
+                gone = asyncio.ensure_future(_disconnected(receive))
+                try:
+                    await asyncio.wait({first, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    gone.cancel()
+                    await asyncio.gather(gone, return_exceptions=True)
+                if not first.done():
+                    raise ClientGone()
+            self._first = await first
+        except (asyncio.CancelledError, ClientGone):  # the client left before the first token
+            first.cancel()  # inside the engine's stream: its ``finally`` aborts the request
+            await asyncio.gather(first, return_exceptions=True)
             self._metrics.observe_client_abort(self._source)
             raise
         self._iter = iterator
@@ -116,7 +135,10 @@ async def collect_text(generation: Generation, request: object) -> str | None:
     """
     receive: Receive = request.receive  # type: ignore[attr-defined]
     try:
-        await generation.start()
+        try:
+            await generation.start(receive)
+        except ClientGone:
+            return None
         collect = asyncio.ensure_future(_collect(generation))
         gone = asyncio.ensure_future(_disconnected(receive))
         done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)

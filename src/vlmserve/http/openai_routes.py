@@ -18,7 +18,7 @@ from vlmserve.errors import ShuttingDownError
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
 from vlmserve.http.errors import NotFoundError, error_body
-from vlmserve.http.generation import Generation, collect_text, error_for
+from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -79,12 +79,14 @@ def openai_router(services: Services) -> APIRouter:
         try:
             job = await prepare_job(services, model, body, session_id)
             generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
-            await generation.start()
+            await generation.start(request.receive)
         except BaseException as exc:
             if generation is not None:
                 await generation.close()
             if lock is not None:
                 lock.release()
+            if isinstance(exc, ClientGone):  # left while queued: nobody to answer
+                return Response(status_code=499)
             if isinstance(exc, ShuttingDownError) and generation is not None and (
                     generation.final is not None):
                 # It was queued when the server began to stop: its stream ends as a

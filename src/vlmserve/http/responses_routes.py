@@ -30,7 +30,7 @@ from vlmserve.http.completions import CompletionJob, grammar_for, images_of
 from vlmserve.http.conversation import compose, fit_and_render, prompt_budget
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.errors import NotFoundError
-from vlmserve.http.generation import Generation, collect_text, error_for
+from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.responses_input import input_messages
 from vlmserve.http.responses_output import ResponseOutput, usage
 from vlmserve.http.responses_schemas import ResponsesRequest
@@ -183,7 +183,10 @@ def responses_router(services: Services) -> APIRouter:
         if not body.stream:
             return await _complete(services, rjob, generation, request)
         try:
-            await generation.start()
+            await generation.start(request.receive)
+        except ClientGone:  # left while queued: nobody to answer
+            await generation.close()
+            return Response(status_code=499)
         except BaseException:
             await generation.close()
             raise
