@@ -66,7 +66,8 @@ class _Stored:
 
 @dataclass
 class _Session:
-    messages: list[_Stored] = field(default_factory=list)
+    # A message without pictures is kept as it is (nothing to resolve on read).
+    messages: list[ChatMessage | _Stored] = field(default_factory=list)
     last_used: float = 0.0
 
 
@@ -174,8 +175,10 @@ class SessionStore:
             self._purge()
             return len(self._sessions)
 
-    def _store(self, message: ChatMessage) -> _Stored:
+    def _store(self, message: ChatMessage) -> ChatMessage | _Stored:
         """The message with its pictures put in the picture store (outside the lock)."""
+        if not any(isinstance(part, ImagePart) for part in message.parts):
+            return message
         parts: list[TextPart | _ImageRef] = []
         for part in message.parts:
             if isinstance(part, ImagePart):
@@ -185,10 +188,14 @@ class SessionStore:
                 parts.append(part)
         return _Stored(message.role, tuple(parts), message.tool_calls, message.tool_call_id)
 
-    def _resolve(self, session_id: str, stored: list[_Stored]) -> list[ChatMessage]:
+    def _resolve(self, session_id: str, stored: list[ChatMessage | _Stored]
+                 ) -> list[ChatMessage]:
         out, turn = [], 0
         for message in stored:
             turn += message.role == "user"
+            if isinstance(message, ChatMessage):
+                out.append(message)
+                continue
             parts = []
             for part in message.parts:
                 if isinstance(part, _ImageRef):
