@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent install into ./.venv: the package, llama-cpp-python (built from
 # source by pip; the wheel is cached after the first ~5 minute build), and with
-# --test the test tools plus Debian's chromium for the browser tests.
+# --test the test tools, the Ray extra (vlmserve[ray]) and Debian's chromium for the
+# browser tests.
 #
 # GPU builds: pass llama.cpp's CMake flags through CMAKE_ARGS, e.g.
 #   CMAKE_ARGS="-DGGML_CUDA=on" ./scripts/install.sh     (NVIDIA)
@@ -18,8 +19,9 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 
-extras=""
-[ "$want_test" = 1 ] && extras="[test]"
+extras="[video]"
+# The tests cover the Ray deployment too (tests/cluster), so --test brings the ray extra.
+[ "$want_test" = 1 ] && extras="[video,test,ray]"
 # Re-run pip only when the dependency list or the requested extras changed.
 stamp=".venv/.vlmserve-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)${extras}${CMAKE_ARGS:-}"

@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,9 +44,13 @@ class LiveServer:
     """``python -m vlmserve.cli.main serve ...`` on 127.0.0.1 and a free port."""
 
     def __init__(self, model: Path, mmproj: Path, log_path: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ca: Path | None = None) -> None:
+        """``ca``: the server speaks HTTPS (its flags give the certificate); clients of
+        these helpers trust that file."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=str(ca))
+                                              if ca else True)
         self.log_path = log_path
         args = [sys.executable, "-m", "vlmserve.cli.main", "serve", "--model", str(model),
                 "--mmproj", str(mmproj), "--host", "127.0.0.1", "--port", str(self.port),
@@ -66,7 +71,8 @@ class LiveServer:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n"
                                    f"{self.log()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1,
+                             verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -82,7 +88,8 @@ class LiveServer:
         return text[-tail:] if tail else text
 
     def metrics(self, headers: dict[str, str] | None = None) -> str:
-        response = httpx.get(f"{self.url}/metrics", headers=headers, timeout=5)
+        response = httpx.get(f"{self.url}/metrics", headers=headers, timeout=5,
+                             verify=self.verify)
         response.raise_for_status()
         return response.text
 

@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from vlmserve.chat_template import IMAGE_PLACEHOLDER, QWEN3VL_CHAT_TEMPLATE
 from vlmserve.errors import ContextOverflowError, RequestError, VlmserveError
-from vlmserve.types import PreparedImage, Prompt, PromptPart
+from vlmserve.types import PreparedClip, PreparedImage, Prompt, PromptPart, UserText
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -30,8 +30,8 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 IMAGE_ROLES: tuple[str, ...] = ("user", "tool")
 
 # Strings that mean "an image goes here" to Qwen3-VL or to llama.cpp's mtmd (its default
-# media marker). Text parts are tokenized with special-token parsing on, so one of these
-# typed by a user would become a vision token with no image behind it: we refuse them.
+# media marker). Only the template's own text may hold them (``_interleave`` checks it);
+# typed into a message they are text like any other (``UserText``).
 RESERVED_MARKERS: tuple[str, ...] = (
     "<|vision_start|>",
     "<|vision_end|>",
@@ -40,21 +40,47 @@ RESERVED_MARKERS: tuple[str, ...] = (
     "<__media__>",
 )
 
-
-# Text that spells a control token (``<|im_start|>``, ``<|endoftext|>``, ...). The rendered
-# prompt is tokenized with special-token parsing on (the template's own markers must become
-# control tokens), so such text typed into a message would become the control token itself:
-# a user could close their turn and open a fake system one. A WORD JOINER (U+2060, invisible,
-# no meaning) after the ``<`` keeps it text: it tokenizes as the characters the user typed
-# plus one invisible one. (Exactly the typed tokens would need the prompt to carry user text
-# apart from template text down to llama.cpp's tokenizer; see docs/architecture.md.)
-_CONTROL_LOOKING = re.compile(r"<(\|[^|<>\s]{1,64}\|>)")
-_WORD_JOINER = "\u2060"
+# Message text goes through the chat template between two Unicode noncharacters (code
+# points Unicode sets aside "for internal use"), so that the rendered text can be cut back
+# into the template's own text and what clients sent: the engine tokenizes the first with
+# special-token parsing on and the second as plain text (``UserText``), so typed
+# ``<|im_start|>`` can never open a turn. Client text holding either is refused.
+MARK_OPEN, MARK_CLOSE = "\ufdd0", "\ufdd1"
+_MARKED = re.compile(f"{MARK_OPEN}([^{MARK_OPEN}{MARK_CLOSE}]*){MARK_CLOSE}")
+_ESCAPED_MARK = re.compile(r"(?<!\\)((?:\\\\)*)\\ufdd([01])")
 
 
-def neutralize_control_tokens(text: str) -> str:
-    """``text`` with every ``<|name|>`` made plain text (see ``_CONTROL_LOOKING``)."""
-    return _CONTROL_LOOKING.sub(lambda m: "<" + _WORD_JOINER + m.group(1), text)
+def _mark(text: str) -> str:
+    """``text`` between the markers (``""`` stays empty, as templates test emptiness)."""
+    if MARK_OPEN in text or MARK_CLOSE in text:
+        raise RequestError("message text contains U+FDD0 or U+FDD1, Unicode noncharacters "
+                           "this server reserves for its own use")
+    return MARK_OPEN + text + MARK_CLOSE if text else ""
+
+
+def _mark_data(value: Any, keys: bool = True) -> Any:
+    """Every string in a JSON value marked (object keys too when ``keys``)."""
+    if isinstance(value, str):
+        return _mark(value)
+    if isinstance(value, dict):
+        return {(_mark(k) if keys and isinstance(k, str) else k): _mark_data(v, keys)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_data(v, keys) for v in value]
+    return value
+
+
+def _mark_tool(tool: Any) -> Any:
+    """A tool dict with its client text marked: the description and the whole parameter
+    schema. The structure a template reads (``type``, ``function``, ``name``) stays as is;
+    names are already limited to ``A-Z a-z 0-9 _ . : -``."""
+    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+        return _mark_data(tool, keys=False)
+    function = dict(tool["function"])
+    for field in ("description", "parameters"):
+        if field in function:
+            function[field] = _mark_data(function[field])
+    return {**tool, "function": function}
 
 
 class ChatTemplateError(VlmserveError):
@@ -80,14 +106,20 @@ class TextPart:
 
 @dataclass(frozen=True)
 class ImagePart:
-    """An image inside a (user) message, already decoded and resized."""
+    """An image inside a (user) message, already decoded and resized; or a video clip.
 
-    image: PreparedImage
+    A clip takes an image's place in the template (one placeholder): Qwen's processor
+    replaces a video's whole placeholder by the clip's timestamped frame pairs, and so
+    does the backend with a ``PreparedClip``, so templates need no video branch.
+    """
+
+    image: PreparedImage | PreparedClip
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image, PreparedImage):
+        if not isinstance(self.image, PreparedImage | PreparedClip):
             raise TypeError(
-                f"ImagePart.image must be a PreparedImage, got {type(self.image).__name__}"
+                f"ImagePart.image must be a PreparedImage or PreparedClip, got "
+                f"{type(self.image).__name__}"
             )
 
 
@@ -107,15 +139,13 @@ class ToolCall:
 
     def template_dict(self) -> dict[str, Any]:
         """The call as chat templates expect it (Hugging Face's convention): arguments as
-        an object when they parse, else the text as given."""
-        text = neutralize_control_tokens(self.arguments)  # rendered as message text is
+        an object when they parse, else the text as given; all of it marked as client text."""
         try:
-            arguments: Any = json.loads(text)
+            arguments: Any = _mark_data(json.loads(self.arguments))
         except ValueError:
-            arguments = text
-        return {"id": self.id, "type": "function",
-                "function": {"name": neutralize_control_tokens(self.name),
-                             "arguments": arguments}}
+            arguments = _mark(self.arguments)
+        return {"id": _mark(self.id), "type": "function",
+                "function": {"name": _mark(self.name), "arguments": arguments}}
 
 
 @dataclass(frozen=True)
@@ -195,9 +225,12 @@ def _raise_exception(message: str) -> None:
 def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
             separators: Any = None, sort_keys: bool = False) -> str:
     # Jinja's own tojson HTML-escapes <, >, & and '; chat templates (HF's convention) want
-    # plain JSON, non-ASCII kept.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
+    # plain JSON, non-ASCII kept. Escaped to ASCII, the text markers are put back raw.
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
                       separators=separators, sort_keys=sort_keys)
+    if ensure_ascii:
+        text = _ESCAPED_MARK.sub(lambda m: m.group(1) + chr(0xFDD0 + int(m.group(2))), text)
+    return text
 
 
 def _strftime_now(fmt: str) -> str:
@@ -247,11 +280,6 @@ def _validate(messages: Sequence[ChatMessage], add_generation_prompt: bool) -> N
             )
         if message.role == "user" and message.is_empty:
             raise RequestError(f"message {n} (user) is empty: it has no text and no image")
-        # Tool calls are rendered as raw text too: the same markers are refused there.
-        text = message.text + "".join(c.name + c.arguments for c in message.tool_calls)
-        for marker in RESERVED_MARKERS:
-            if marker in text:
-                raise RequestError(f"message {n} contains the reserved marker {marker}")
     if add_generation_prompt and messages[-1].role not in ("user", "tool"):
         raise RequestError(
             f"the last message must be from the user (or a tool's result), not from the "
@@ -265,54 +293,69 @@ def _template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     Leading system messages are merged into one (blank line between): Qwen3-VL's template,
     like most, renders only ``messages[0]`` as the system prompt. A message without images
     gets string content, the form every template understands; one with images gets a list
-    of ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts, in order. Message
-    text never carries control tokens into the prompt (``neutralize_control_tokens``).
+    of ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts, in order. All
+    message text is marked (``_mark``) so that it comes out of the template as ``UserText``.
     """
     n_system = 0
     while n_system < len(messages) and messages[n_system].role == "system":
         n_system += 1
     out: list[dict[str, Any]] = []
     if n_system:
-        system_text = "\n\n".join(neutralize_control_tokens(m.text) for m in messages[:n_system])
+        system_text = "\n\n".join(_mark(m.text) for m in messages[:n_system])
         out.append({"role": "system", "content": system_text})
     for message in messages[n_system:]:
         if message.images:
             content: str | list[dict[str, str]] = [
                 {"type": "image"} if isinstance(p, ImagePart)
-                else {"type": "text", "text": neutralize_control_tokens(p.text)}
+                else {"type": "text", "text": _mark(p.text)}
                 for p in message.parts
             ]
         else:
-            content = neutralize_control_tokens(message.text)
+            content = _mark(message.text)
         entry: dict[str, Any] = {"role": message.role, "content": content}
         if message.tool_calls:
             entry["tool_calls"] = [call.template_dict() for call in message.tool_calls]
         if message.tool_call_id is not None:
-            entry["tool_call_id"] = message.tool_call_id
+            entry["tool_call_id"] = _mark(message.tool_call_id)
         out.append(entry)
     return out
 
 
 def _interleave(text: str, images: Sequence[PreparedImage]) -> Prompt:
-    segments = text.split(IMAGE_PLACEHOLDER)
-    if len(segments) - 1 != len(images):
+    """The rendered text cut into template text, message text (``UserText``) and images.
+
+    Image placeholders and vision markers count only in the template's own text: typed
+    into a message they are text.
+    """
+    pieces = _MARKED.split(text)  # template, message, template, message, ..., template
+    template_pieces = pieces[::2]
+    if any(MARK_OPEN in p or MARK_CLOSE in p for p in template_pieces):
+        raise ChatTemplateError("the chat template cut a message's text apart; it must "
+                                "render message text whole")
+    n_placeholders = sum(p.count(IMAGE_PLACEHOLDER) for p in template_pieces)
+    if n_placeholders != len(images):
         raise ChatTemplateError(
-            f"the chat template emitted {len(segments) - 1} image placeholders for "
+            f"the chat template emitted {n_placeholders} image placeholders for "
             f"{len(images)} images; it must emit {IMAGE_PLACEHOLDER} once per image part"
         )
-    for segment in segments:
-        for marker in RESERVED_MARKERS[:3]:
-            if marker in segment:
-                raise ChatTemplateError(
-                    f"the chat template emitted {marker} outside {IMAGE_PLACEHOLDER}; "
-                    "llama.cpp adds the vision markers around each image itself"
-                )
     parts: list[PromptPart] = []
-    for i, segment in enumerate(segments):
-        if i:
-            parts.append(images[i - 1])
-        if segment:  # two adjacent images have nothing between them
-            parts.append(segment)
+    next_image = iter(images)
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            if piece:
+                parts.append(UserText(piece))
+            continue
+        for j, segment in enumerate(piece.split(IMAGE_PLACEHOLDER)):
+            for marker in RESERVED_MARKERS[:3]:
+                if marker in segment:
+                    raise ChatTemplateError(
+                        f"the chat template emitted {marker} outside {IMAGE_PLACEHOLDER}; "
+                        "llama.cpp adds the vision markers around each image itself"
+                    )
+            if j:
+                parts.append(next(next_image))
+            if segment:  # two adjacent images have nothing between them
+                parts.append(segment)
     return Prompt(parts=tuple(parts))
 
 
@@ -356,24 +399,24 @@ class ChatRenderer:
         passed to the template, which describes them to the model (Qwen3-VL's: a
         ``# Tools`` system block); ``None`` or empty renders no tool block.
 
+        Message text and the tools' descriptions come out as ``UserText`` (tokenized as
+        text, never as control tokens), the template's own text as ``str``.
+
         Raises ``RequestError`` for an empty conversation, an unknown role, a system message
         after the first non-system one, an image outside a user message, an empty user
-        message, a reserved vision marker in message text, a last message not from the user
+        message, text holding U+FDD0 / U+FDD1 (the markers), a last message not from the user
         (when ``add_generation_prompt``), or a template that calls ``raise_exception``;
         ``ChatTemplateError`` when the template fails or misplaces images.
         """
         messages = tuple(messages)
         _validate(messages, add_generation_prompt)
-        if tools:
-            described = _tojson(list(tools))
-            for marker in RESERVED_MARKERS:
-                if marker in described:
-                    raise RequestError(f"the tools contain the reserved marker {marker}")
+        marked_messages = _template_messages(messages)
+        marked_tools = [_mark_tool(tool) for tool in tools] if tools else None
         try:
             text = self._template.render(
-                messages=_template_messages(messages),
+                messages=marked_messages,
                 add_generation_prompt=add_generation_prompt,
-                tools=list(tools) if tools else None,
+                tools=marked_tools,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
             )
@@ -398,6 +441,27 @@ class ChatRenderer:
         the engine's tokenizer-backed counter.
         """
         return lambda messages: count_prompt(self.render(messages, tools=tools))
+
+
+# ---------------------------------------------------------------------------- text size
+
+
+def check_text_length(messages: Sequence[ChatMessage], max_chars: int,
+                      extra_chars: int = 0) -> None:
+    """Refuse text that could never fit, before any of it is tokenized.
+
+    Counts the characters of every text part and tool call of ``messages``, plus
+    ``extra_chars`` (e.g. the tools' descriptions): O(number of parts), whatever their
+    size, so a 20 MB prompt is refused in microseconds instead of costing seconds of
+    tokenizer CPU that other requests need.
+    """
+    n = extra_chars + sum(
+        sum(len(p.text) for p in m.parts if isinstance(p, TextPart))
+        + sum(len(c.name) + len(c.arguments) for c in m.tool_calls) for m in messages)
+    if n > max_chars:
+        raise ContextOverflowError(
+            f"the request's text has {n:,} characters, more than the {max_chars:,} this "
+            "server accepts per request (--text-chars-per-token x --ctx-size); shorten it")
 
 
 # ---------------------------------------------------------------------------- sliding window

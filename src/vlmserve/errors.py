@@ -15,9 +15,10 @@ class VlmserveError(Exception):
     http_status: int = 400
     code: str = "invalid_request_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request parameter at fault, when one is (HTTP's "param")
 
 
 class ModelLoadError(VlmserveError):
@@ -109,3 +110,16 @@ class PullError(VlmserveError):
 
     http_status = 502
     code = "pull_error"
+
+
+class VideoError(VlmserveError):
+    """A video clip or stream could not be read, or breaks a configured limit."""
+
+    code = "invalid_video"
+
+
+class VideoTooLargeError(VideoError):
+    """A clip is over the byte or duration limit."""
+
+    http_status = 413
+    code = "video_too_large"

@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vlmserve.config import (
@@ -24,6 +31,7 @@ from vlmserve.config import (
     TokenBudget,
 )
 from vlmserve.errors import ModelNotFoundError, VlmserveError
+from vlmserve.video.options import VideoOptions
 
 MIB = 1024 * 1024
 
@@ -100,6 +108,10 @@ class ServerSettings(BaseSettings):
     api_key: SecretStr | None = _setting(
         None, "network", "require 'Authorization: Bearer KEY' on /v1 and /metrics; the page "
         "asks for it as password")
+    ssl_certfile: Path | None = _setting(
+        None, "network", "serve HTTPS with this certificate (PEM; `vlmserve cert` makes one): "
+        "phones allow the camera only on secure origins")
+    ssl_keyfile: Path | None = _setting(None, "network", "the certificate's private key (PEM)")
     ui: bool = _setting(True, "network", "serve the API only, no page on /")
     idle_timeout: float = _setting(
         5.0, "network", "seconds a connection with no request in progress stays open",
@@ -144,6 +156,9 @@ class ServerSettings(BaseSettings):
         4096, "requests", "sliding-window token budget of a conversation, reply included "
         "(also capped by ctx_size)", ge=256)
     max_tokens: int = _setting(512, "requests", "reply length when a request sets none", ge=1)
+    text_chars_per_token: int = _setting(
+        16, "requests", "a request's text over this many characters per token of a slot's "
+        "context (--ctx-size) is refused (400) before it is tokenized", ge=1, le=4096)
     presence_penalty: float = _setting(
         QWEN_PRESENCE_PENALTY, "requests", "presence penalty of sampled requests that set none "
         "(Qwen3-VL's recommendation; greedy requests get none unless they ask)", ge=-2.0,
@@ -168,8 +183,17 @@ class ServerSettings(BaseSettings):
         TokenBudget().min_tokens, "requests", "floor on vision tokens per image (Qwen's: 64; "
         "grounding and OCR requests raise theirs to 1024)", ge=8, le=BUDGET_MAX_TOKENS)
     image_max_mb: float = _setting(20.0, "requests", "largest image file, MB", gt=0, le=1024)
+    video_max_mb: float = _setting(20.0, "requests", "largest video clip, MB (as an image: "
+                                   "the body limit stays where it was)", gt=0, le=4096)
+    video_max_seconds: float = _setting(600.0, "requests", "longest video clip, seconds",
+                                        gt=0)
+    video_max_frames: int = _setting(64, "requests", "most frames sampled from a clip (at 2 "
+                                     "a second by default, Qwen's rate)", ge=1, le=768)
+    video_max_tokens: int = _setting(2048, "requests", "vision tokens of a whole clip: frames "
+                                     "are made smaller to fit, never dropped", ge=16, le=65536)
     max_request_mb: float = _setting(
-        0.0, "requests", "largest /v1 request body, MB (0: image_max_mb x 1.4 + 256 kB)", ge=0)
+        0.0, "requests", "largest /v1 request body, MB (0: the larger of image_max_mb and "
+        "video_max_mb x 1.4 + 256 kB)", ge=0)
     session_ttl_s: float = _setting(3600.0, "requests", "idle seconds before a server-side "
                                     "session is forgotten", gt=0)
     max_sessions: int = _setting(1000, "requests", "server-side sessions kept (the least "
@@ -189,6 +213,15 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"must not exceed image_max_tokens ({cap})")
         return value
 
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> ServerSettings:
+        if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
+            raise ValueError("give both --ssl-certfile and --ssl-keyfile, or neither")
+        for path in (self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"file not found: {path}")
+        return self
+
     @classmethod
     def load(cls, **overrides: object) -> ServerSettings:
         """Settings from the environment, with ``overrides`` (CLI flags) on top.
@@ -201,7 +234,10 @@ class ServerSettings(BaseSettings):
             return cls(**given)
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = ".".join(str(p) for p in error["loc"]) or "settings"
+            if not error["loc"]:  # a rule across settings (model_validator)
+                message = error["msg"].removeprefix("Value error, ")
+                raise VlmserveError(f"invalid settings: {message}") from None
+            name = ".".join(str(p) for p in error["loc"])
             raise VlmserveError(
                 f"invalid setting {name} (flag --{name.replace('_', '-')} or "
                 f"VLMSERVE_{name.upper()}): {error['msg']}"
@@ -218,7 +254,17 @@ class ServerSettings(BaseSettings):
         """The /v1 body limit: enough for one image at the limit, base64-encoded."""
         if self.max_request_mb > 0:
             return int(self.max_request_mb * MIB)
-        return int(self.image_max_bytes * _BASE64_GROWTH) + _REQUEST_MARGIN_BYTES
+        largest = max(self.image_max_bytes, int(self.video_max_mb * MIB))
+        return int(largest * _BASE64_GROWTH) + _REQUEST_MARGIN_BYTES
+
+    def max_text_chars(self, n_ctx_per_slot: int) -> int:
+        """The most characters of text one request may send: more could never fit the
+        context, and tokenizing it would cost CPU that other requests need."""
+        return self.text_chars_per_token * n_ctx_per_slot
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
 
     @property
     def api_key_value(self) -> str | None:
@@ -235,6 +281,11 @@ class ServerSettings(BaseSettings):
                                 ) from None
         return ImageOptions(max_edge=self.image_max_edge, max_bytes=self.image_max_bytes,
                             tokens=tokens)
+
+    def video_options(self) -> VideoOptions:
+        return VideoOptions(max_frames=self.video_max_frames, max_tokens=self.video_max_tokens,
+                            max_bytes=int(self.video_max_mb * MIB),
+                            max_seconds=self.video_max_seconds)
 
     def to_engine_config(self) -> EngineConfig:
         """The engine's configuration; ``ModelNotFoundError`` when no model is set."""

@@ -29,6 +29,7 @@ from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError, VlmserveError
 from vlmserve.grammar import bounded_schema_grammar
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS
+from vlmserve.text_input import check_text
 from vlmserve.types import PreparedImage
 
 DEFAULT_TEMPLATE = "describe_zh"  # the product's default question
@@ -400,6 +401,7 @@ def load_template_file(path: str | os.PathLike[str]) -> tuple[PromptTemplate, ..
         raise VlmserveError(f"cannot read template file {path}: {exc.strerror}") from None
 
     data = _parse(path, text)
+    check_text(data, f"template file {path}:")  # JSON may spell a lone surrogate
     entries: list[tuple[str, Any]] = []  # (label for errors, raw object)
     if isinstance(data, list):
         entries = [(f"#{i}", item) for i, item in enumerate(data, start=1)]

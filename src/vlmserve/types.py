@@ -23,6 +23,24 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"  # the engine failed for this request
 
 
+class Phase(str, enum.Enum):
+    """Where a request is before its first token (reported only to requests that ask)."""
+
+    QUEUED = "queued"  # prepared, waiting for a free slot
+    ENCODING = "encoding"  # in a slot, its picture at the vision encoder
+    PREFILL = "prefill"  # in a slot, the prompt (and the picture's embeddings) going into KV
+
+
+@dataclass(frozen=True)
+class PhaseReport:
+    """A request's phase changed: on a CPU the encoder alone can take tens of seconds, and
+    a person (or client) waiting that long deserves to know what is happening."""
+
+    phase: Phase
+    position: int = 0  # QUEUED: place in line for a slot (1 = next); else 0
+    elapsed_ms: float = 0.0  # since the request was submitted
+
+
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
@@ -149,15 +167,85 @@ class PreparedImage:
                    content_hash=cls.hash_pixels(rgb, width, height), geometry=geometry)
 
 
-PromptPart = str | PreparedImage
+@dataclass(frozen=True)
+class UserText:
+    """Text someone sent (a message, a tool's result, a tool description): tokenized as
+    plain text, with special-token parsing off, so ``<|im_start|>`` typed into a message
+    stays the characters it is and can never open a turn of its own."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"UserText.text must be a str, got {type(self.text).__name__}")
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """A video clip sampled and resized for Qwen3-VL: frames in pairs, a timestamp per pair.
+
+    Qwen3-VL's patch embedding is a Conv3d over two consecutive frames, so frames go to the
+    vision encoder in pairs (mtmd merges two adjacent bitmaps marked mergeable); an odd
+    count has its last frame repeated, as Qwen's video processor does. Each pair is one
+    image chunk in the prompt, preceded by the pair's time as Qwen's processor writes it
+    (``<1.2 seconds>``). ``content_hash`` covers every frame's pixels and the timestamps,
+    so the same clip sampled the same way is the same prompt (and hits the image cache and
+    the KV prefix); sampled differently it is another clip.
+    """
+
+    frames: tuple[PreparedImage, ...]  # an even number, all of one size
+    timestamps: tuple[float, ...]  # seconds, one per frame pair
+    content_hash: str
+    source_frames: int = field(default=0, compare=False)  # frames sampled, before padding
+    duration_s: float = field(default=0.0, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.frames or len(self.frames) % 2:
+            raise ValueError("a clip needs an even, non-zero number of frames")
+        if len({(f.width, f.height) for f in self.frames}) != 1:
+            raise ValueError("all frames of a clip must have one size")
+        if len(self.timestamps) != len(self.frames) // 2:
+            raise ValueError("a clip needs one timestamp per frame pair")
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].width
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].height
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.frames) // 2
+
+    def pair(self, index: int) -> tuple[PreparedImage, PreparedImage]:
+        return self.frames[2 * index], self.frames[2 * index + 1]
+
+    def pair_label(self, index: int) -> str:
+        """The text before pair ``index``: Qwen3-VL's ``<t.t seconds>``."""
+        return f"<{self.timestamps[index]:.1f} seconds>"
+
+    @staticmethod
+    def hash_frames(frames: tuple[PreparedImage, ...], timestamps: tuple[float, ...]) -> str:
+        h = hashlib.sha256(b"clip:")
+        for frame in frames:
+            h.update(frame.content_hash.encode())
+        h.update(",".join(f"{t:.3f}" for t in timestamps).encode())
+        return h.hexdigest()
+
+
+PromptPart = str | UserText | PreparedImage | PreparedClip
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """A fully rendered prompt: chat-template text with images in their places.
+    """A fully rendered prompt: chat-template text, message text and images in order.
 
-    Text parts may contain the model's special tokens (``<|im_start|>`` ...);
-    they are tokenized with special-token parsing on.
+    A ``str`` part is the template's own text: it may hold the model's special tokens
+    (``<|im_start|>`` ...) and is tokenized with special-token parsing on. A ``UserText``
+    part is what a client sent, tokenized as text. The engine keeps the two apart down to
+    llama.cpp's tokenizer (``engine/llamacpp/backend.py``).
     """
 
     parts: tuple[PromptPart, ...]
@@ -167,9 +255,22 @@ class Prompt:
         return tuple(p for p in self.parts if isinstance(p, PreparedImage))
 
     @property
+    def clips(self) -> tuple[PreparedClip, ...]:
+        return tuple(p for p in self.parts if isinstance(p, PreparedClip))
+
+    @property
     def text(self) -> str:
-        """The text with a placeholder where each image goes (for logs and tests)."""
-        return "".join(p if isinstance(p, str) else "<image>" for p in self.parts)
+        """The text with a placeholder where each image or clip goes (for logs and tests)."""
+        return "".join(p if isinstance(p, str) else p.text if isinstance(p, UserText)
+                       else "<video>" if isinstance(p, PreparedClip) else "<image>"
+                       for p in self.parts)
+
+    @property
+    def text_parts(self) -> tuple[tuple[str, bool], ...]:
+        """Each text part and whether special tokens are parsed in it (template text: yes;
+        message text: no), images and clips left out."""
+        return tuple((p, True) if isinstance(p, str) else (p.text, False)
+                     for p in self.parts if isinstance(p, (str, UserText)))
 
 
 @dataclass(frozen=True)
@@ -179,6 +280,12 @@ class Request:
     request_id: str
     prompt: Prompt
     sampling: SamplingParams = SamplingParams()
+    # Phase deltas (``TokenDelta.phase``) before the first token; off, a stream holds
+    # exactly what it always did (text deltas and the last one).
+    report_phases: bool = False
+    # The server-side conversation this request continues, if any. The engine ignores it;
+    # a cluster router uses it to keep one session's turns on the replica holding its KV.
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +305,7 @@ class RequestStats:
     ttft_ms: float = 0.0  # from submit to the first token
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    replica: str | None = None  # which engine replica answered (a Ray Serve deployment)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -230,6 +338,8 @@ class TokenDelta:
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
     error: VlmserveError | None = None
+    # A phase change before the first token (no text): only for ``report_phases`` requests.
+    phase: PhaseReport | None = None
 
     @property
     def finished(self) -> bool:

@@ -28,7 +28,7 @@ def server(start_server) -> LiveServer:
     # A small window, so the sliding-window test needs little text; 1 MB images, so the
     # size-limit tests need small bodies. The page is on, as in real use.
     return start_server("--parallel", "2", "--ctx-size", "4096", "--context-budget", "1024",
-                        "--image-max-mb", "1")
+                        "--image-max-mb", "1", "--video-max-mb", "1")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import numpy as np
 
 from vlmserve.engine.backend import BackendInfo, BatchToken, EmbdSlice, TextChunk
 from vlmserve.errors import EngineError, VlmserveError
-from vlmserve.types import PreparedImage, Prompt, SamplingParams
+from vlmserve.types import PreparedImage, Prompt, SamplingParams, UserText
 
 VOCAB = 50
 EOG = VOCAB - 1
@@ -100,8 +100,9 @@ class FakeBackend:
         self._log("tokenize", [])
         out: list = []
         for part in prompt.parts:
-            if isinstance(part, str):
-                out.append(TextChunk(tuple(ord(c) % EOG for c in part)))
+            if isinstance(part, (str, UserText)):
+                text = part if isinstance(part, str) else part.text
+                out.append(TextChunk(tuple(ord(c) % EOG for c in text)))
             else:
                 chunk = FakeImageChunk(part)
                 self.chunks.append(chunk)

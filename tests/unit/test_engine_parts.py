@@ -79,6 +79,22 @@ def test_choose_slot_prefers_longest_prefix_then_least_recently_used():
     assert choose_slot([(0, [], 5.0), (2, [], 1.0)], prompt).slot_index == 2
 
 
+def test_choose_slot_keeps_another_conversation_when_only_its_start_is_shared():
+    other = [1, 2, *range(100, 140)]  # another session: shares only the template's start
+    prompt = [1, 2, 7, 8, 9]
+    assert choose_slot([(0, other, 1.0), (1, [], 5.0)], prompt).slot_index == 1
+    # every slot holds another conversation: the least recently used one is given up
+    busy = [(0, other, 3.0), (1, [1, *range(200, 230)], 2.0)]
+    choice = choose_slot(busy, prompt)
+    assert choice.slot_index == 1 and choice.reused_units == 1
+    # a slot the prompt continues (half or more of its cells) is still the one
+    follow_up = [*other, 50, 51]
+    assert choose_slot([(0, other, 1.0), (1, [], 5.0)], follow_up).slot_index == 0
+    image = ImageUnit("h", 576, 24)
+    assert choose_slot([(0, [1, image, 5, 6], 1.0), (1, [], 5.0)],
+                       [1, image, 9, 9]).slot_index == 0  # the picture is most of it
+
+
 def test_slot_cell_count_tracks_its_cached_units():
     from vlmserve.engine.slots import Slot
 

@@ -15,7 +15,7 @@ from vlmserve.templates import (
     TemplateRegistry,
     load_template_file,
 )
-from vlmserve.types import PreparedImage
+from vlmserve.types import PreparedImage, UserText
 
 BUILTIN_NAMES = ("describe_zh", "describe_en", "structured_zh", "structured_en", "ocr",
                  "grounding", "objects", "safety")
@@ -68,7 +68,8 @@ def test_template_renders_through_the_chat_renderer():
     messages = registry.get("describe_zh").to_messages(photo)
     assert messages == [ChatMessage.user("请用中文描述这张图片", photo)]
     assert renderer.render(messages).parts == (
-        "<|im_start|>user\n", photo, "请用中文描述这张图片<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\n", photo, UserText("请用中文描述这张图片"),
+        "<|im_end|>\n<|im_start|>assistant\n")
     safety = registry.get("safety").to_messages(photo)
     assert [m.role for m in safety] == ["system", "user"]
 

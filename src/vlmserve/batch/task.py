@@ -8,6 +8,7 @@ from vlmserve.batch.schema import StructuredOutput
 from vlmserve.chat import ChatMessage
 from vlmserve.errors import RequestError
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate, TemplateRegistry
+from vlmserve.text_input import check_text
 from vlmserve.types import PreparedImage, SamplingParams
 
 
@@ -41,6 +42,7 @@ def build_task(registry: TemplateRegistry, template: str | None, prompt: str | N
     (from ``--json-schema``) replaces the template's own ``json_schema``."""
     tmpl = registry.get(template or DEFAULT_TEMPLATE)
     question = tmpl.prompt if prompt is None else prompt
+    check_text(question, "the prompt")  # argv bytes that are not UTF-8 arrive as surrogates
     if not question.strip():
         raise RequestError("the prompt is empty")
     schema = schema if schema is not None else tmpl.json_schema

@@ -23,12 +23,16 @@ from vlmserve.bench.workload import BenchError, parse_image_size
 def add_stall_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``--scenario stall`` (the standard workload ignores them)."""
     g = p.add_argument_group("scenario stall (--scenario stall)")
-    g.add_argument("--scenario", choices=["standard", "stall", "restart"], default="standard",
+    g.add_argument("--scenario", choices=["standard", "stall", "restart", "video"],
+                   default="standard",
                    help="standard: the TTFT / tok/s workload; stall: one stream decodes while "
                    "--newcomers users send new pictures at once (uses --image, --runs, "
                    "--threads, --url, --model/--mmproj/--demo, --json, --markdown); "
                    "restart: a new picture's TTFT, then the same after reloading the engine "
-                   "over the same --image-cache-dir (the disk tier; --model/--mmproj)")
+                   "over the same --image-cache-dir (the disk tier; --model/--mmproj); "
+                   "video: a --clip-seconds clip question (frames, tokens, encode ms, TTFT)")
+    g.add_argument("--clip-seconds", type=float, default=10.0,
+                   help="--scenario video: the clip's length (default 10)")
     g.add_argument("--newcomers", type=int, default=3,
                    help="users sending a new picture at the same moment (default 3)")
     g.add_argument("--newcomer-tokens", type=int, default=32,

@@ -135,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         from vlmserve.bench.restart import run_cli as run_restart
 
         return run_restart(args)
+    if args.scenario == "video":
+        from vlmserve.bench.video import run_cli as run_video
+
+        return run_video(args)
     if args.scenario == "stall":
         from vlmserve.bench.stall_run import run_cli
 

@@ -29,11 +29,21 @@ from vlmserve.cli.batch_args import (
     task_from_args,
 )
 from vlmserve.cli.engine_args import add_model_args, engine_config_from_args
+from vlmserve.cli.video_args import add_video_args, video_sampling
 from vlmserve.engine.run_to_end import run_to_end
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.images import load_image_file, read_image_bytes
-from vlmserve.types import Request, RequestStats, SamplingParams, TokenDelta
+from vlmserve.types import (
+    PreparedClip,
+    PreparedImage,
+    Request,
+    RequestStats,
+    SamplingParams,
+    TokenDelta,
+)
+from vlmserve.video import is_video_path, load_clip_file
+from vlmserve.video.summary import clip_summary
 
 if TYPE_CHECKING:
     from vlmserve.config import ImageOptions
@@ -46,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "recursively for image files; globs are expanded ('**' recurses). "
                        "Without --output the answers stream to stdout; with --output FILE "
                        "they are appended to FILE, one JSON line (or CSV row) per image.")
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB")
+    p.add_argument("images", nargs="+", metavar="IMAGE|CLIP|DIR|GLOB")
     add_task_args(p)
+    add_video_args(p)
     p.add_argument("--json", action="store_true",
                    help="without --output: one JSON object per image on stdout")
     p.add_argument("--draw", metavar="OUT", type=Path, default=None,
@@ -59,6 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run: repair FILE's last line and skip the "
                    "images it already has (same image content and question)")
     add_model_args(p)
+    g = p.add_argument_group("Ray Data (needs the vlmserve[ray] extra; docs/scale-out.md)")
+    g.add_argument("--ray", action="store_true",
+                   help="run the --output job on Ray Data: an actor pool of engines (a local "
+                   "Ray is started unless --ray-address is given); inputs may be URIs Ray "
+                   "Data reads (s3://..., gs://...)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    g.add_argument("--actors", type=int, default=2, metavar="N",
+                   help="engine actors in the pool (default 2), each with --parallel slots")
     p.set_defaults(func=run)
 
 
@@ -90,10 +110,17 @@ def answer(engine: EngineClient, renderer: ChatRenderer, messages: list[ChatMess
 def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)  # unknown templates, bad schemas fail before loading
     options = image_options(args, task)
+    video_sampling(args)  # bad clip flags fail before loading too
+    if args.ray or args.ray_address:
+        return run_ray_batch(args, task, options)
     inputs = expand_inputs(args.images)
     for warning in inputs.warnings:
         print(f"vlmserve: warning: {warning}", file=sys.stderr)
     if args.output:
+        clips = [path for path in inputs.paths if is_video_path(path)]
+        if clips:
+            raise VlmserveError(f"{clips[0]}: video clips are described without --output "
+                                "(batch files take pictures)")
         return run_batch(args, task, inputs.paths, options)
     if args.resume or args.format:
         raise VlmserveError("--resume and --format need --output FILE")
@@ -144,12 +171,19 @@ def run_stream(args: argparse.Namespace, task: Task, paths: list[str], options: 
         want_boxes = task.source.boxes or args.draw is not None
         for path in paths:
             try:
-                image = load_image_file(path, options)
+                if is_video_path(path):
+                    if args.draw is not None:
+                        raise VlmserveError(f"{path}: --draw takes pictures, not video clips")
+                    image = load_clip_file(path, *video_sampling(args))
+                else:
+                    image = load_image_file(path, options)
                 messages = task.messages(image)
                 if args.json:
                     ans = answer(engine, renderer, messages, task.sampling, None)
                     extra = ({"boxes": boxes_for(ans.text, image.geometry)}
-                             if want_boxes else {})
+                             if want_boxes and isinstance(image, PreparedImage) else {})
+                    if isinstance(image, PreparedClip):
+                        extra["video"] = clip_summary(image)
                     print(json.dumps({"image": path, "text": ans.text,
                                       "finish_reason": ans.finish_reason,
                                       **stats_json(ans.stats), **extra}, ensure_ascii=False),
@@ -178,6 +212,57 @@ def resume_command(argv: list[str]) -> str:
     if argv[:1] != ["describe"]:
         return "the same command with --resume"
     return shlex.join(["vlmserve", *[a for a in argv if a != "--resume"], "--resume"])
+
+
+def run_ray_batch(args: argparse.Namespace, task: Task, options: ImageOptions) -> int:
+    """``--ray``: the same job and results file, on Ray Data (``cluster.data_job``)."""
+    if not args.output:
+        raise VlmserveError("--ray needs --output FILE")
+    if args.actors < 1:
+        raise VlmserveError(f"--actors must be >= 1, got {args.actors}")
+    try:
+        from vlmserve.cluster.data_job import DataJob, describe_on_ray, is_uri
+        from vlmserve.cluster.local import start_ray
+    except ImportError as exc:
+        raise VlmserveError(f"--ray needs Ray: pip install 'vlmserve[ray]' ({exc})") from None
+    from vlmserve.batch.done import DoneIndex
+
+    uris = [a for a in args.images if is_uri(a)]
+    if uris and len(uris) != len(args.images):
+        raise VlmserveError("give either URIs or local paths, not both")
+    paths = list(args.images) if uris else expand_inputs(args.images).paths
+    if not paths:
+        raise VlmserveError("no image files to describe")
+    clips = [path for path in paths if is_video_path(path)]
+    if clips:
+        raise VlmserveError(f"{clips[0]}: video clips are described without --output "
+                            "(batch files take pictures)")
+    fmt = format_for(args.output, args.format)
+    existing = open_results(args.output, fmt, args.resume)  # refuses to mix runs
+    config = engine_config_from_args(args, n_parallel=args.parallel)
+    job = DataJob(config, task, options, DoneIndex(existing.records), frozenset(paths))
+    with StopFlag() as flag:
+        started = start_ray(args.ray_address)
+        try:
+            outcome = describe_on_ray(job, paths, args.output, fmt, existing, args.actors,
+                                      float(config.n_threads or 1), 0.0, flag,
+                                      progress_enabled=False if args.no_progress else None)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    summary = (f"{outcome.written} lines written to {args.output} ({outcome.errors} errors, "
+               f"{outcome.skipped} already there) on Ray")
+    if outcome.write_error:
+        print(f"vlmserve: error: {outcome.write_error}; {summary}", file=sys.stderr)
+        return 1
+    if outcome.signum is not None:
+        print(f"vlmserve: interrupted: {summary}. Resume with: "
+              f"{resume_command(sys.argv[1:])}", file=sys.stderr)
+        return 128 + outcome.signum
+    print(f"vlmserve: {summary}", file=sys.stderr)
+    return 1 if outcome.errors else 0
 
 
 def run_batch(args: argparse.Namespace, task: Task, paths: list[str], options: ImageOptions) -> int:

@@ -16,6 +16,7 @@ import sys
 
 from vlmserve.cli import (
     bench,
+    cert,
     demo_model,
     describe,
     info,
@@ -29,7 +30,8 @@ from vlmserve.cli import (
 from vlmserve.errors import VlmserveError
 
 # Subcommand modules, in help order.
-SUBCOMMANDS = (describe, serve, info, demo_model, quantize, bench, soak, pull, models, watch)
+SUBCOMMANDS = (describe, serve, cert, info, demo_model, quantize, bench, soak, pull, models,
+               watch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from vlmserve.engine.llamacpp.backend import LlamaBackend
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.stats import EngineCounters
 from vlmserve.images import image_token_count
-from vlmserve.types import PreparedImage, Prompt, Request, TokenDelta
+from vlmserve.types import PreparedClip, PreparedImage, Prompt, Request, TokenDelta, UserText
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,22 @@ class EngineClient:
 
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         """KV cells the prompt will take: text tokens plus each image's tokens and its
-        two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``). Thread-safe."""
+        two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``); a clip is one such
+        image per frame pair, each after its ``<t.t seconds>`` text. Each text part is
+        counted as mtmd tokenizes it: alone, special tokens parsed in template text and not
+        in message text. Thread-safe."""
         total = 0
         for part in prompt.parts:
             if isinstance(part, PreparedImage):
                 total += self.image_tokens(part.width, part.height) + 2
-            else:
-                total += len(self._backend.tokenize(part))
+            elif isinstance(part, PreparedClip):
+                for i in range(part.n_pairs):
+                    total += len(self._backend.tokenize(part.pair_label(i), True))
+                    total += self.image_tokens(part.width, part.height) + 2
+            elif isinstance(part, UserText):
+                total += len(self._backend.tokenize(part.text, False))
+            elif part:
+                total += len(self._backend.tokenize(part, True))
         return total
 
     def image_tokens(self, width: int, height: int) -> int:

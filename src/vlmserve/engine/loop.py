@@ -39,7 +39,15 @@ from vlmserve.errors import (
     ShuttingDownError,
     VlmserveError,
 )
-from vlmserve.types import FinishReason, Request, RequestStats, TokenDelta, TokenLogprob
+from vlmserve.types import (
+    FinishReason,
+    Phase,
+    PhaseReport,
+    Request,
+    RequestStats,
+    TokenDelta,
+    TokenLogprob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +191,7 @@ class EngineLoop:
     def _step(self) -> None:
         self._drain_inbox(block=self._idle)
         self._admit()
+        self._report_phases()
         plan = self._plan()
         self._rotation = plan.next_rotation
         self._idle = plan.empty
@@ -344,6 +353,27 @@ class EngineLoop:
             if slot.job is not None and slot.job.request_id == request_id:
                 return slot.job
         return next((j for j in self._waiting if j.request_id == request_id), None)
+
+    # ---- phases (only for requests that ask) ------------------------------------------
+    def _report_phases(self) -> None:
+        """Tell each waiting request that asked (``Request.report_phases``) its phase when
+        it changed: queued (and where in line), encoding its picture, reading the prompt.
+        Once per step after admission, so every transition of the step is seen."""
+        now = time.perf_counter()
+        for position, job in enumerate(self._waiting, 1):
+            self._report(job, Phase.QUEUED, position, now)
+        for slot in self.slots:
+            if slot.state is SlotState.PREFILL:
+                job = slot.job
+                self._report(job, Phase.ENCODING if job.encoding else Phase.PREFILL, 0, now)
+
+    @staticmethod
+    def _report(job: Job, phase: Phase, position: int, now: float) -> None:
+        if not job.request.report_phases or job.phase == (phase, position):
+            return
+        job.phase = (phase, position)
+        report = PhaseReport(phase, position, (now - job.t_submit) * 1000)
+        job.emit(TokenDelta(job.request_id, phase=report))
 
     # ---- admission -----------------------------------------------------------------
     def _admit(self) -> None:

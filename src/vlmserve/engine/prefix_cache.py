@@ -61,11 +61,20 @@ def choose_slot(free: Sequence[tuple[int, Sequence[Unit], int]], prompt: Sequenc
                 ) -> SlotChoice:
     """Pick among free slots ``(index, cached_units, last_used_tick)``.
 
-    Longest shared prefix wins (like llama.cpp's server slot selection);
-    ties go to the least recently used slot, so a slot holding a valuable
-    prefix is not overwritten when an empty one would do.
+    A slot is worth continuing when the prompt reuses at least half of the KV cells it
+    holds (an empty slot always is). Among those the longest shared prefix wins; ties go
+    to the least recently used. When none is, the least recently used slot is taken.
+    Without the half rule, a new conversation sharing only the first few template
+    tokens with a slot would take it and destroy another conversation's KV while an
+    empty slot was free: with several sessions on one engine (what a cache-affine
+    router sends it) every next turn would find its prefix overwritten.
     """
     if not free:
         raise ValueError("no free slot")
-    best = max(free, key=lambda f: (common_prefix(f[1], prompt), -f[2]))
-    return SlotChoice(best[0], common_prefix(best[1], prompt))
+    shared = {f[0]: common_prefix(f[1], prompt) for f in free}
+    worth = [f for f in free if 2 * cells_in(f[1], shared[f[0]]) >= cells_in(f[1])]
+    if worth:
+        best = max(worth, key=lambda f: (shared[f[0]], -f[2]))
+    else:
+        best = min(free, key=lambda f: f[2])
+    return SlotChoice(best[0], shared[best[0]])

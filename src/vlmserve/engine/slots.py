@@ -50,6 +50,7 @@ class Job:
     t_admit: float = 0.0
     t_first: float = 0.0
     t_prompt_done: float = 0.0
+    phase: tuple | None = None  # (Phase, position) last reported, for report_phases requests
 
     @property
     def prompt_cells(self) -> int:

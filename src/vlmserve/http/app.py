@@ -11,13 +11,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
 from vlmserve.http.connection_guard import BodyTimeout
 from vlmserve.http.engine_holder import EngineHolder
-from vlmserve.http.errors import install_error_handlers
+from vlmserve.http.errors import drop_validation_422, install_error_handlers
 from vlmserve.http.limits import BodySizeLimit
 from vlmserve.http.metrics import ResponseCounter
 from vlmserve.http.openai_routes import openai_router
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
-               on_load_error: Callable[[VlmserveError], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[VlmserveError], None] | None = None,
+               first_routes: Callable[[Services], APIRouter] | None = None) -> FastAPI:
     """Build the app.
 
     With ``engine`` given, the app uses it and leaves closing it to the caller. Without,
@@ -39,6 +40,10 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     answers at once (``/health`` says 503 ``loading`` until the model is ready), and
     closes it at shutdown. A load failure is logged, shown by ``/health``, and passed to
     ``on_load_error`` (the CLI uses it to stop the server and exit 1).
+
+    ``first_routes`` builds routes matched before the built-in ones: the seam where a
+    deployment that puts the engine elsewhere (``vlmserve.cluster``: replicas on Ray)
+    answers ``/health`` and ``/metrics`` for all of them.
 
     Raises ``ModelNotFoundError`` at once when neither ``engine`` nor a model path is set.
     """
@@ -69,10 +74,14 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     )
     app.state.services = services
     install_error_handlers(app)
+    generated_openapi = app.openapi
+    app.openapi = lambda: drop_validation_422(generated_openapi())  # 400s, not 422s
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
     app.add_middleware(ShutdownGate, shutdown=services.shutdown)  # outermost: first to refuse
+    if first_routes is not None:
+        app.include_router(first_routes(services))
     app.include_router(ops_router(services))
     app.include_router(responses_router(services))  # before openai_router's /v1 catch-all
     app.include_router(openai_router(services))

@@ -21,6 +21,8 @@ from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
 from vlmserve.grounding import boxes_for
 from vlmserve.http.conversation import (
     PreparedChat,
+    check_request_text,
+    check_system_first,
     compose,
     fit_and_render,
     prompt_budget,
@@ -47,6 +49,7 @@ from vlmserve.types import (
     RequestStats,
     SamplingParams,
 )
+from vlmserve.video.summary import clip_summary
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class CompletionJob:
             session_id=self.session_id,
             template=self.template,
             boxes=boxes_for(answer, self.geometry) if self.boxes else None,
+            videos=[clip_summary(c) for c in self.chat.prompt.clips] or None,
+            replica=stats.replica,
         )
 
 
@@ -173,7 +178,10 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
     tokens_for = image_budget(services.images.options.tokens, body, template, boxes)
     tokens_for(None)  # a bad budget is a 400 before any image is decoded
 
-    new = await to_chat_messages(body.messages, services.images, tokens_for)
+    new = await to_chat_messages(body.messages, services.images, tokens_for,
+                                 services.videos)
+    check_system_first(new)
+    check_request_text(model, settings, new, tools.rendered)
     history = (services.sessions.get(session_id, offered=images_of(new))
                if session_id is not None else [])
     messages = compose(history, new, template)
@@ -186,7 +194,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         id=job_id,
         created=int(time.time()),
         model=model,
-        request=Request(job_id, chat.prompt, sampling),
+        request=Request(job_id, chat.prompt, sampling, session_id=session_id,
+                        report_phases=body.stream and wants_progress(body)),
         chat=chat,
         session_id=session_id,
         template=template.name if template else None,
@@ -196,6 +205,11 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
         boxes=boxes,
         geometry=newest_geometry(chat.prompt),
     )
+
+
+def wants_progress(body: ChatCompletionRequest) -> bool:
+    """Progress chunks only when asked: plain OpenAI clients see OpenAI's stream."""
+    return bool(body.stream_options and body.stream_options.x_vlmserve_progress)
 
 
 def image_budget(server: TokenBudget, body: ChatCompletionRequest,

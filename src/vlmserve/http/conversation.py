@@ -7,15 +7,27 @@ render with the model's chat template.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlmserve.chat import ChatMessage, ImagePart, MessagePart, TextPart, ToolCall, fit_to_budget
+from vlmserve.chat import (
+    ChatMessage,
+    ImagePart,
+    MessagePart,
+    TextPart,
+    ToolCall,
+    check_text_length,
+    fit_to_budget,
+)
 from vlmserve.config import TokenBudget
+from vlmserve.errors import RequestError
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.image_loader import ImageLoader
-from vlmserve.http.schemas import RequestMessage, TextContentPart
+from vlmserve.http.schemas import RequestMessage, TextContentPart, VideoContentPart
+from vlmserve.http.video_loader import VideoLoader, load_video
+from vlmserve.settings import ServerSettings
 from vlmserve.templates import PromptTemplate
 from vlmserve.types import Prompt
 
@@ -37,12 +49,12 @@ class PreparedChat:
 
 async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoader,
                            tokens_for: Callable[[str | None], TokenBudget] | None = None,
-                           ) -> list[ChatMessage]:
+                           videos: VideoLoader | None = None) -> list[ChatMessage]:
     """API messages to ``ChatMessage``s, images decoded. ``developer`` counts as system;
     an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` are kept.
 
     ``tokens_for(detail)`` gives each image's token budget from its ``detail``
-    (the server's budget when None)."""
+    (the server's budget when None). ``video_url`` parts become clips (``videos``)."""
     out: list[ChatMessage] = []
     for message in messages:
         role = "system" if message.role == "developer" else message.role
@@ -55,6 +67,8 @@ async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoad
                 if isinstance(part, TextContentPart):
                     if part.text:
                         parts.append(TextPart(part.text))
+                elif isinstance(part, VideoContentPart):
+                    parts.append(ImagePart(await load_video(part.video_url, videos)))
                 else:
                     tokens = tokens_for(part.image_url.detail) if tokens_for else None
                     parts.append(ImagePart(await images.load(part.image_url.url, tokens)))
@@ -63,6 +77,35 @@ async def to_chat_messages(messages: Sequence[RequestMessage], images: ImageLoad
         out.append(ChatMessage(role, tuple(parts), tool_calls=calls,
                                tool_call_id=message.tool_call_id))
     return out
+
+
+def check_request_text(model: LoadedModel, settings: ServerSettings,
+                       new: Sequence[ChatMessage],
+                       tools: Sequence[dict[str, Any]] | None = None) -> None:
+    """The request's own text (``new`` messages and tool descriptions, not the stored
+    history the sliding window trims) within ``settings.max_text_chars``, before any
+    tokenizing: ``ContextOverflowError`` otherwise."""
+    limit = settings.max_text_chars(model.engine.info.n_ctx_per_slot)
+    tools_chars = sum(len(json.dumps(tool, ensure_ascii=False)) for tool in tools or ())
+    check_text_length(new, limit, tools_chars)
+
+
+def check_system_first(messages: Sequence[ChatMessage], param: str = "messages") -> None:
+    """A request's system (and developer) messages come before all others.
+
+    Qwen3-VL's chat template shows only a leading system prompt; a system message later
+    on would be dropped or moved, changing what the client meant, so it is refused
+    (400) instead, naming the message.
+    """
+    started = False
+    for n, message in enumerate(messages):
+        if message.role != "system":
+            started = True
+        elif started:
+            raise RequestError(
+                f"{param}.{n} is a system message after the conversation started; system "
+                "and developer messages must come first (Qwen3-VL's chat template has only "
+                "a leading system prompt)", param=f"{param}.{n}.role")
 
 
 def compose(history: Sequence[ChatMessage], new: Sequence[ChatMessage],

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from vlmserve.errors import ShuttingDownError
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
-from vlmserve.http.errors import NotFoundError, error_body
+from vlmserve.http.errors import API_ERRORS, NotFoundError, error_body
 from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
@@ -31,6 +31,8 @@ from vlmserve.http.schemas import (
     FunctionCallDelta,
     ModelCard,
     ModelList,
+    PhaseProgress,
+    ProgressExtension,
     ResponseMessage,
     ResponseToolCall,
     ToolCallDelta,
@@ -43,7 +45,7 @@ from vlmserve.http.streaming import (
     sse_event,
 )
 from vlmserve.http.tool_calls import Piece, ToolCallParser, split_answer
-from vlmserve.types import FinishReason
+from vlmserve.types import FinishReason, PhaseReport
 
 SOURCE = "api"  # the metrics label for requests made through this router
 
@@ -53,6 +55,7 @@ def openai_router(services: Services) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         dependencies=[Depends(api_key_dependency(services.settings.api_key_value))],
+        responses=API_ERRORS,
     )
 
     @router.get("/models")
@@ -60,7 +63,11 @@ def openai_router(services: Services) -> APIRouter:
         model = services.model()
         return ModelList(data=[ModelCard(id=model.model_id, created=model.created)])
 
-    @router.post("/chat/completions", response_model=None)
+    @router.post("/chat/completions", response_model=None, responses={200: {
+        "model": ChatCompletion,
+        "description": "the answer, or its server-sent events (ChatCompletionChunk per "
+                       "event, then ``[DONE]``) when ``stream`` is set",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     async def chat_completions(body: ChatCompletionRequest,
                                request: Request) -> Response | ChatCompletion:
         model = services.model()
@@ -158,6 +165,12 @@ def _finish_name(reason: FinishReason | None, called: bool) -> str:
     return (reason or FinishReason.STOP).value
 
 
+def progress_extension(report: PhaseReport) -> ProgressExtension:
+    return ProgressExtension(progress=PhaseProgress(
+        phase=report.phase.value, position=report.position,
+        elapsed_ms=round(report.elapsed_ms, 1)))
+
+
 async def _sse(services: Services, job: CompletionJob,
                generation: Generation) -> AsyncIterator[str]:
     def chunk(delta: Delta | None = None, logprobs: ChoiceLogprobs | None = None,
@@ -199,6 +212,9 @@ async def _sse(services: Services, job: CompletionJob,
     yield chunk(Delta(role="assistant", content=""))
     asked = job.request.sampling.logprobs is not None
     async for delta in generation.deltas():
+        if delta.phase is not None:  # only requests that opted in get these
+            yield chunk(x_vlmserve=progress_extension(delta.phase))
+            continue
         logprobs = ChoiceLogprobs.of(delta.logprobs) if asked and delta.logprobs else None
         text = delta.text
         pieces = (parser.feed(text) if parser else [text]) if text else []

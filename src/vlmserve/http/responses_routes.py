@@ -27,9 +27,15 @@ from vlmserve.chat import ChatMessage, TextPart
 from vlmserve.errors import RequestError, VlmserveError
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, grammar_for, images_of
-from vlmserve.http.conversation import compose, fit_and_render, prompt_budget
+from vlmserve.http.conversation import (
+    check_request_text,
+    check_system_first,
+    compose,
+    fit_and_render,
+    prompt_budget,
+)
 from vlmserve.http.engine_holder import LoadedModel
-from vlmserve.http.errors import NotFoundError
+from vlmserve.http.errors import API_ERRORS, NotFoundError
 from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.responses_input import input_messages
 from vlmserve.http.responses_output import ResponseOutput, usage
@@ -151,7 +157,10 @@ async def prepare(services: Services, model: LoadedModel, body: ResponsesRequest
                 f"previous response {body.previous_response_id[:64]!r} not found: it was "
                 "not stored (store: false), has expired, or the server restarted")
     instructions = ChatMessage.system(body.instructions) if body.instructions else None
-    messages = compose(history, [*([instructions] if instructions else []), *new])
+    check_system_first(new, "input")
+    new = [*([instructions] if instructions else []), *new]
+    check_request_text(model, settings, new, tools.rendered)
+    messages = compose(history, new)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,
                            max_tokens)
     chat = await asyncio.to_thread(fit_and_render, model, messages, budget, tools.rendered)
@@ -173,9 +182,13 @@ def responses_router(services: Services) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         dependencies=[Depends(api_key_dependency(services.settings.api_key_value))],
+        responses=API_ERRORS,
     )
 
-    @router.post("/responses", response_model=None)
+    @router.post("/responses", response_model=None, responses={200: {
+        "description": "a Response object, or its event stream when ``stream`` is set",
+        "content": {"application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"schema": {"type": "string"}}}}})
     async def create_response(body: ResponsesRequest, request: Request) -> Response:
         model = services.model()
         rjob = await prepare(services, model, body)
@@ -194,14 +207,18 @@ def responses_router(services: Services) -> APIRouter:
                                         on_close=generation.close,
                                         media_type="text/event-stream", headers=SSE_HEADERS)
 
-    @router.get("/responses/{response_id}")
+    @router.get("/responses/{response_id}", responses={200: {
+        "description": "the stored Response object",
+        "content": {"application/json": {"schema": {"type": "object"}}}}})
     async def retrieve_response(response_id: str) -> JSONResponse:
         response = services.responses.get(response_id)
         if response is None:
             raise NotFoundError(f"no stored response {response_id[:64]!r}")
         return JSONResponse(response)
 
-    @router.delete("/responses/{response_id}")
+    @router.delete("/responses/{response_id}", responses={200: {
+        "description": "``{id, object, deleted: true}``",
+        "content": {"application/json": {"schema": {"type": "object"}}}}})
     async def delete_response(response_id: str) -> JSONResponse:
         found = services.responses.delete(response_id)
         if found:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vlmserve.errors import RequestError
-from vlmserve.http.schemas import JSONSchemaFormat, ResponseFormat
+from vlmserve.http.schemas import JSONSchemaFormat, RequestBody, ResponseFormat
 from vlmserve.http.tools import (
     FunctionDefinition,
     NamedFunction,
@@ -23,13 +23,13 @@ from vlmserve.http.tools import (
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
 
 
 class TextFormat(_Lenient):
     """``text.format``: ``text``, ``json_object`` or ``json_schema`` (flat: name, schema)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str | None = None
@@ -70,7 +70,7 @@ class NamedFunctionChoice(_Lenient):
     name: str
 
 
-class ResponsesRequest(_Lenient):
+class ResponsesRequest(RequestBody):
     """The body of ``POST /v1/responses``."""
 
     model: str | None = None

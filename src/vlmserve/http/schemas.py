@@ -11,17 +11,30 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vlmserve.errors import RequestError
 from vlmserve.http.tools import ToolChoice, ToolDefinition
+from vlmserve.text_input import check_text
 from vlmserve.types import TokenLogprob
 
 # ---------------------------------------------------------------------------- requests
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
+
+
+class RequestBody(_Lenient):
+    """A whole request body: every string in it (keys too) is checked as Unicode once,
+    before any field is read (``text_input``): a lone surrogate is a 400 naming the field,
+    never an error deep in the tokenizer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        check_text(data)
+        return data
 
 
 class ImageURL(_Lenient):
@@ -46,7 +59,25 @@ class ImageContentPart(_Lenient):
         return {"url": value} if isinstance(value, str) else value
 
 
-ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+class VideoURL(_Lenient):
+    url: str = Field(description="data:video/...;base64,... (or http(s) when allowed)")
+    # Frames sampled a second (default 2, Qwen's) and the most frames taken (docs/video.md).
+    fps: float | None = Field(None, description="frames sampled per second (default 2)")
+    max_frames: int | None = Field(None, description="most frames sampled from the clip")
+
+
+class VideoContentPart(_Lenient):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+    @field_validator("video_url", mode="before")
+    @classmethod
+    def _plain_string_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart | VideoContentPart,
+                        Field(discriminator="type")]
 
 
 class RequestFunctionCall(_Lenient):
@@ -62,19 +93,42 @@ class RequestToolCall(_Lenient):
     function: RequestFunctionCall
 
 
+CONTENT_PART_TYPES = ("text", "image_url", "video_url")
+
+
 class RequestMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[RequestToolCall] | None = None  # assistant messages
     tool_call_id: str | None = None  # tool messages
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _known_part_types(cls, value: Any) -> Any:
+        # Said here, the problem is the part's type; left to the union, pydantic would
+        # report the first branch it tried ("content.str: Input should be a valid string").
+        if isinstance(value, list):
+            accepted = ", ".join(CONTENT_PART_TYPES)
+            for i, part in enumerate(value):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if not isinstance(part, dict) or "type" not in part:
+                    raise ValueError(f"part {i} must be an object with a type ({accepted})")
+                if kind not in CONTENT_PART_TYPES:
+                    raise ValueError(f"part {i} has type {str(kind)[:40]!r}; accepted "
+                                     f"types: {accepted}")
+        elif value is not None and not isinstance(value, str):
+            raise ValueError("content must be a string, a list of parts or null")
+        return value
+
 
 class StreamOptions(_Lenient):
     include_usage: bool = False
+    # vlmserve's opt-in: progress chunks (``x_vlmserve.progress``) before the first token
+    x_vlmserve_progress: bool = False
 
 
 class JSONSchemaFormat(_Lenient):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     name: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
@@ -86,7 +140,7 @@ class ResponseFormat(_Lenient):
     json_schema: JSONSchemaFormat | None = None
 
 
-class ChatCompletionRequest(_Lenient):
+class ChatCompletionRequest(RequestBody):
     """The body of ``POST /v1/chat/completions``."""
 
     model: str | None = Field(None, description="accepted and ignored: one model is loaded")
@@ -188,6 +242,11 @@ class VlmserveExtension(BaseModel):
     boxes: list[dict[str, Any]] | None = Field(
         None, description="grounding requests only: the answer's boxes and points, on the "
         "model's 0-1000 grid and in the photo's pixels (docs/api.md)")
+    videos: list[dict[str, Any]] | None = Field(
+        None, description="requests with clips only: per clip the frames sampled, frame "
+        "pairs, frame size and each pair's timestamp in seconds (docs/video.md)")
+    replica: str | None = Field(
+        None, description="the engine replica that answered (serve --ray only)")
 
 
 class FunctionCall(BaseModel):
@@ -279,6 +338,21 @@ class ChunkChoice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
+class PhaseProgress(BaseModel):
+    """Where the request is before its first token (``stream_options.x_vlmserve_progress``)."""
+
+    phase: Literal["queued", "encoding", "prefill"] = Field(
+        description="queued for a slot, encoding the picture, reading the prompt")
+    position: int = Field(0, description="queued: place in line (1 = next)")
+    elapsed_ms: float = Field(description="since the server took the request")
+
+
+class ProgressExtension(BaseModel):
+    """``x_vlmserve`` of a progress chunk (no choices): one phase change."""
+
+    progress: PhaseProgress
+
+
 class ChatCompletionChunk(BaseModel):
     """One SSE event; ``sse_json()`` leaves out the fields that were not set."""
 
@@ -288,7 +362,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    x_vlmserve: VlmserveExtension | None = None
+    x_vlmserve: VlmserveExtension | ProgressExtension | None = None
 
     def sse_json(self) -> str:
         """Compact JSON with only what was set (a content delta carries no ``role``, a

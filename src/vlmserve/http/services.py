@@ -21,6 +21,7 @@ from vlmserve.http.metrics import Metrics
 from vlmserve.http.remote_images import RemotePolicy
 from vlmserve.http.response_store import ResponseStore
 from vlmserve.http.shutdown import Shutdown
+from vlmserve.http.video_loader import VideoLoader
 from vlmserve.session_images import SessionImageStore
 from vlmserve.sessions import SessionStore, validate_session_id
 from vlmserve.settings import MIB, ServerSettings
@@ -70,6 +71,7 @@ class Services:
     shutdown: Shutdown
     session_locks: SessionLocks = field(default_factory=SessionLocks)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses
+    videos: VideoLoader | None = None  # video_url parts (None: refused)
 
     @classmethod
     def build(cls, settings: ServerSettings, holder: EngineHolder) -> Services:
@@ -94,6 +96,9 @@ class Services:
             metrics=Metrics(snapshot, sessions.images.stats),
             shutdown=Shutdown(holder, settings.shutdown_timeout),
             responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
+            videos=VideoLoader(settings.video_options(), settings.allow_remote_images,
+                               settings.remote_image_timeout_s,
+                               RemotePolicy.parse(settings.remote_image_allow)),
         )
 
     def model(self) -> LoadedModel:

@@ -32,7 +32,7 @@ _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
 
     name: str
     description: str | None = None
@@ -43,14 +43,14 @@ class FunctionDefinition(BaseModel):
 class ToolDefinition(BaseModel):
     """One entry of ``tools``: only ``{"type": "function", "function": {...}}`` exists."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
 
     type: Literal["function"]
     function: FunctionDefinition
 
 
 class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
 
     name: str
 
@@ -58,7 +58,7 @@ class NamedFunction(BaseModel):
 class NamedToolChoice(BaseModel):
     """``tool_choice: {"type": "function", "function": {"name": ...}}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "8" is no integer (as OpenAI)
 
     type: Literal["function"]
     function: NamedFunction

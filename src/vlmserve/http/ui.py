@@ -3,7 +3,8 @@
 A Gradio Blocks page mounted on the app (``mount_ui``), so page and API share one
 process, one port and one engine. Nothing on the page calls out of the machine: Gradio's
 analytics are switched off before Gradio is imported, and the theme uses the system's
-fonts instead of web fonts.
+fonts instead of web fonts. At narrow widths the page is laid out for a phone held in one
+hand, with a camera, live mode and read-aloud (``ui_phone``); desktop widths are unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import FastAPI  # noqa: E402
 
 from vlmserve.http.services import Services  # noqa: E402
 from vlmserve.http.ui_chat import ChatHandlers  # noqa: E402
+from vlmserve.http.ui_phone import phone_bar, phone_css, phone_head  # noqa: E402
 from vlmserve.templates import DEFAULT_TEMPLATE  # noqa: E402
 
 DEMO_BANNER = ("Demo model: random weights, answers are gibberish. "
@@ -72,13 +74,15 @@ def build_page(services: Services) -> gr.Blocks:
                     placeholder="Upload a photo (drop it here, paste it, or use the clip "
                     "button) and ask about it.",
                     feedback_options=None, latex_delimiters=[])
-                box = gr.MultimodalTextbox(
-                    value={"text": default.prompt, "files": []}, elem_id="vlm-input",
-                    file_types=["image"], file_count="multiple", sources=["upload"],
-                    show_label=False, submit_btn=_SEND, stop_btn=False, autofocus=True,
-                    placeholder="Drop, paste or upload a photo, then ask a question")
-                status = gr.Markdown("", elem_id="vlm-status")
-            with gr.Column(scale=1, min_width=240):
+                with gr.Column(elem_id="vlm-dock"):  # on a phone: fixed at the bottom
+                    phone_bar()
+                    box = gr.MultimodalTextbox(
+                        value={"text": default.prompt, "files": []}, elem_id="vlm-input",
+                        file_types=["image", "video"], file_count="multiple", sources=["upload"],
+                        show_label=False, submit_btn=_SEND, stop_btn=False, autofocus=True,
+                        placeholder="Drop, paste or upload a photo, then ask a question")
+                    status = gr.Markdown("", elem_id="vlm-status")
+            with gr.Column(scale=1, min_width=240, elem_id="vlm-settings"):
                 template = gr.Dropdown(choices, value=default.name, label="Question template",
                                        elem_id="vlm-template")
                 max_tokens = gr.Slider(16, min(4096, settings.ctx_size),
@@ -130,7 +134,8 @@ def mount_ui(app: FastAPI, services: Services) -> None:
         ssr_mode=False,  # no Node.js server
         footer_links=["settings"],
         run_history=False,
-        max_file_size=settings.image_max_bytes,
+        max_file_size=max(settings.image_max_bytes, settings.video_options().max_bytes),
         theme=_theme(),
-        css=_CSS,
+        css=_CSS + phone_css(),
+        head=phone_head(),
     )

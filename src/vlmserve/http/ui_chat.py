@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,25 @@ from vlmserve.config import TokenBudget, default_penalty
 from vlmserve.errors import VlmserveError
 from vlmserve.grounding import boxes_for
 from vlmserve.http.completions import newest_geometry
-from vlmserve.http.conversation import PreparedChat, fit_and_render, prompt_budget
+from vlmserve.http.conversation import (
+    PreparedChat,
+    check_request_text,
+    fit_and_render,
+    prompt_budget,
+)
 from vlmserve.http.generation import Generation
 from vlmserve.http.services import Services
+from vlmserve.http.ui_progress import phase_html, ticking
 from vlmserve.images import prepare_image
 from vlmserve.images.budget import GROUNDING_MIN_TOKENS, narrow_budget
 from vlmserve.templates import DEFAULT_TEMPLATE, PromptTemplate
-from vlmserve.types import PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.text_input import check_text
+from vlmserve.types import PreparedClip, PreparedImage, Request, RequestStats, SamplingParams
+from vlmserve.video import is_video_path, prepare_clip
 
 SOURCE = "ui"  # the metrics label for requests made from the page
 _REFRESH_S = 0.05  # at most ~20 page updates a second while streaming
+_PHASE_TICK_S = 0.5  # the waiting line's clock, before the first word
 
 
 def stats_line(stats: RequestStats) -> str:
@@ -104,6 +114,7 @@ class ChatHandlers:
 
         template = self.template(template_name)
         try:
+            check_text(text, "the message")  # the browser can send lone surrogates too
             model = self.services.model()
             tokens = image_tokens_for(self.services.settings.image_options().tokens, template)
             images = [await self._load_image(path, tokens) for path in files]
@@ -118,10 +129,17 @@ class ChatHandlers:
             return
 
         *system, user = template.to_messages(*images, question=text or None)
+        try:
+            check_request_text(model, self.services.settings, [user])
+        except VlmserveError as exc:
+            gr.Warning(exc.message)
+            yield gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc.message}"
+            return
         for path in files:
             chat.append({"role": "user", "content": {"path": path}})
         chat.append({"role": "user", "content": text or template.prompt})
-        chat.append({"role": "assistant", "content": "…"})
+        t_sent = time.monotonic()
+        chat.append({"role": "assistant", "content": phase_html(None, 0.0)})
         cleared = {"text": "", "files": []}
         yield chat, cleared, history, ""
 
@@ -139,18 +157,29 @@ class ChatHandlers:
                 frequency_penalty=default_penalty(temp, settings.frequency_penalty))
             prepared: PreparedChat = await asyncio.to_thread(
                 fit_and_render, model, [*system, *history, user], budget)
-            request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling)
+            request = Request(f"ui-{uuid.uuid4().hex[:16]}", prepared.prompt, sampling,
+                              report_phases=True)
             generation = self.services.generation(request, SOURCE, prepared.dropped_turns)
             await generation.start()
-            answer, last_yield = "", 0.0
-            async for delta in generation.deltas():
-                answer += delta.text
-                now = time.monotonic()
-                if delta.finished or now - last_yield >= _REFRESH_S:
-                    last_yield = now
-                    chat[-1] = {"role": "assistant", "content": answer or "…"}
-                    if not delta.finished:
-                        yield chat, gr.skip(), gr.skip(), gr.skip()
+            answer, last_yield, phase = "", 0.0, None
+            # closed before generation.close(), which must not meet a running anext
+            async with aclosing(ticking(generation.deltas(), _PHASE_TICK_S)) as deltas:
+                async for delta in deltas:
+                    now = time.monotonic()
+                    if delta is None or delta.phase is not None:  # still before the first word
+                        phase = delta.phase if delta is not None else phase
+                        if not answer:
+                            chat[-1] = {"role": "assistant",
+                                        "content": phase_html(phase, now - t_sent)}
+                            yield chat, gr.skip(), gr.skip(), gr.skip()
+                        continue
+                    answer += delta.text
+                    if delta.finished or now - last_yield >= _REFRESH_S:
+                        last_yield = now
+                        chat[-1] = {"role": "assistant",
+                                    "content": answer or phase_html(phase, now - t_sent)}
+                        if not delta.finished:
+                            yield chat, gr.skip(), gr.skip(), gr.skip()
             final = generation.final
             if generation.error is not None:
                 raise generation.error
@@ -208,12 +237,16 @@ class ChatHandlers:
             chat.pop()
         return chat, box, gr.skip(), f"⚠️ {message}"
 
-    async def _load_image(self, path: str, tokens: TokenBudget | None = None) -> PreparedImage:
+    async def _load_image(self, path: str, tokens: TokenBudget | None = None,
+                          ) -> PreparedImage | PreparedClip:
         """Read and prepare an upload; errors name the file as the person chose it."""
         name = Path(path).name
         options = self.services.settings.image_options()
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
+            if is_video_path(path):  # a clip: its frame pairs take the picture's place
+                return await asyncio.to_thread(prepare_clip, data,
+                                               self.services.settings.video_options())
             return await asyncio.to_thread(prepare_image, data, options, None, tokens)
         except VlmserveError as exc:
             raise type(exc)(f"{name}: {exc.message}") from None

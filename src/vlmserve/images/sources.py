@@ -36,8 +36,8 @@ def load_image_file(
         raise type(exc)(f"{p}: {exc.message}") from exc
 
 
-def decode_data_uri(uri: str, max_bytes: int) -> bytes:
-    """The bytes of a ``data:image/...;base64,...`` URI.
+def decode_data_uri(uri: str, max_bytes: int, media: str = "image") -> bytes:
+    """The bytes of a ``data:image/...;base64,...`` URI (``media="video"``: ``data:video/...``).
 
     The decoded size is estimated from the base64 length and refused
     (``ImageTooLargeError``) before anything is decoded. Whitespace inside the
@@ -49,8 +49,9 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     if not comma or head[:5].lower() != "data:":
         raise ImageError("malformed data URI (expected data:image/<type>;base64,<data>)")
     media_type, *params = (part.strip().lower() for part in head[5:].split(";"))
-    if not media_type.startswith("image/"):
-        raise ImageError(f"data URI is not an image (media type {media_type[:40] or 'missing'!r})")
+    if not media_type.startswith(f"{media}/"):
+        raise ImageError(f"data URI is not {'an' if media[0] in 'aeiou' else 'a'} {media} "
+                         f"(media type {media_type[:40] or 'missing'!r})")
     if "base64" not in params:
         raise ImageError("data URI must be base64-encoded (data:image/<type>;base64,...)")
     # Line-wrapped (MIME-style) base64 is common; without whitespace this is no copy.

@@ -30,7 +30,7 @@ from vlmserve.engine.backend import (
 from vlmserve.engine.llamacpp.logs import LogCapture
 from vlmserve.engine.llamacpp.sampler import Sampler, token_logprobs
 from vlmserve.errors import EngineError, ModelLoadError, RequestError
-from vlmserve.types import PreparedImage, Prompt, SamplingParams
+from vlmserve.types import PreparedClip, PreparedImage, Prompt, SamplingParams, UserText
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,6 @@ class LlamaBackend:
                                      f"{self._logs.last_error() or 'unknown error'}")
             if not mtmd_cpp.mtmd_support_vision(self._mtmd):
                 raise ModelLoadError(f"{cfg.mmproj_path} has no vision encoder")
-            self._marker = mtmd_cpp.mtmd_default_marker().decode()
             self._mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(self._mtmd))
         self._n_embd_inp = llama_cpp.llama_model_n_embd_inp(self._model)
         self._batch = llama_cpp.llama_batch_init(cfg.n_batch, 0, 1)
@@ -295,24 +294,50 @@ class LlamaBackend:
     def tokenize_prompt(self, prompt: Prompt) -> list[PromptChunk]:
         """Split a rendered prompt into text and image chunks, as mtmd places them.
 
-        mtmd wraps each image in ``<|vision_start|>``/``<|vision_end|>`` itself
-        and preprocesses the pixels to the encoder's grid here (no encoding yet).
+        Template text (``str`` parts) is tokenized with special-token parsing on, message
+        text (``UserText``) with it off: typed ``<|im_start|>`` stays text. With images,
+        ``mtmd_tokenize_from_parts`` takes the same parts (each with its own
+        ``parse_special``, no media marker to substitute), wraps each image in
+        ``<|vision_start|>``/``<|vision_end|>`` itself and preprocesses the pixels to the
+        encoder's grid here (no encoding yet).
         """
-        images = prompt.images
-        if images and self._mtmd is None:
+        media = [p for p in prompt.parts if isinstance(p, (PreparedImage, PreparedClip))]
+        if media and self._mtmd is None:
             raise RequestError("this model was loaded without an mmproj: it cannot see images")
-        if not images:
-            text = "".join(prompt.parts)  # type: ignore[arg-type]
-            return [TextChunk(tuple(self.tokenize(text)))]
-        text = "".join(p if isinstance(p, str) else self._marker for p in prompt.parts)
-        data = text.encode("utf-8")
-        itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
-                                         parse_special=True)
-        bitmaps = [self._bitmap(img) for img in images]
-        arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+        if not media:
+            tokens: list[int] = []
+            for text, special in prompt.text_parts:
+                tokens += self.tokenize(text, special)
+            return [TextChunk(tuple(tokens))]
+        keep: list[object] = []  # the ctypes objects the parts point into, alive for the call
+        parts: list[object] = []
+        bitmaps: list[int] = []
+
+        def add_text(text: str, special: bool) -> None:
+            data = text.encode("utf-8")
+            itext = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
+                                             parse_special=special)
+            keep.extend([data, itext])
+            parts.append(mtmd_cpp.mtmd_input_part(text=ctypes.pointer(itext), bitmap=None))
+
+        def add_bitmap(bm: int) -> None:
+            bitmaps.append(bm)
+            parts.append(mtmd_cpp.mtmd_input_part(text=None, bitmap=bm))
+
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
-            rc = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(itext), arr, len(bitmaps))
+            for part in prompt.parts:
+                if isinstance(part, PreparedImage):
+                    add_bitmap(self._bitmap(part))
+                elif isinstance(part, PreparedClip):
+                    self._add_clip(part, add_text, add_bitmap)
+                elif isinstance(part, UserText):
+                    add_text(part.text, False)
+                else:
+                    add_text(part, True)
+            arr = (ctypes.POINTER(mtmd_cpp.mtmd_input_part) * len(parts))(
+                *(ctypes.pointer(p) for p in parts))
+            rc = mtmd_cpp.mtmd_tokenize_from_parts(self._mtmd, chunks, arr, len(parts), False)
             if rc != 0:
                 raise RequestError(f"the prompt could not be tokenized with its images (mtmd {rc}): "
                                    f"{self._logs.last_error() or ''}".rstrip(": "))
@@ -322,13 +347,30 @@ class LlamaBackend:
             for bm in bitmaps:
                 mtmd_cpp.mtmd_bitmap_free(bm)
 
-    def _bitmap(self, image: PreparedImage) -> int:
+    def _bitmap(self, image: PreparedImage, key: str | None = None) -> int:
         buf = (ctypes.c_uint8 * len(image.rgb)).from_buffer_copy(image.rgb)
         bm = mtmd_cpp.mtmd_bitmap_init(image.width, image.height, buf)
         if not bm:
             raise RequestError(f"image {image.width}x{image.height} was refused by mtmd")
-        mtmd_cpp.mtmd_bitmap_set_id(bm, f"{image.content_hash}:{self.info.mmproj_id}".encode())
+        key = key or image.content_hash
+        mtmd_cpp.mtmd_bitmap_set_id(bm, f"{key}:{self.info.mmproj_id}".encode())
         return bm
+
+    def _add_clip(self, clip: PreparedClip, add_text, add_bitmap) -> None:
+        """A clip's parts: each pair's ``<t.t seconds>`` (template text) then its two frames
+        as adjacent mergeable bitmaps.
+
+        mtmd merges two adjacent mergeable bitmaps into one image chunk (Qwen-VL's temporal
+        patch) wrapped in ``<|vision_start|>``/``<|vision_end|>``: the layout Qwen3-VL's
+        processor writes for a video. The text between pairs keeps pairs apart. A pair's
+        chunk id (its image-cache key) is the clip's hash and the pair's index.
+        """
+        for i in range(clip.n_pairs):
+            add_text(clip.pair_label(i), True)
+            for frame in clip.pair(i):
+                bm = self._bitmap(frame, f"{clip.content_hash}.{i}")
+                mtmd_cpp.mtmd_bitmap_set_mergeable(bm, True)
+                add_bitmap(bm)
 
     def _read_chunks(self, chunks: int) -> list[PromptChunk]:
         out: list[PromptChunk] = []
