@@ -58,6 +58,13 @@ class ContextOverflowError(RequestError):
     code = "context_length_exceeded"
 
 
+class SessionImageGoneError(RequestError):
+    """A session's earlier picture was evicted from the session picture store."""
+
+    http_status = 410
+    code = "session_image_gone"
+
+
 class QueueFullError(VlmserveError):
     """The engine's bounded waiting queue is full; retry later."""
 
@@ -67,6 +74,21 @@ class QueueFullError(VlmserveError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ShuttingDownError(VlmserveError):
+    """The server is stopping: it admits nothing new and ends what it could not finish.
+
+    One type for every layer, so a request refused at the door, one that was still
+    queued and one cut when the drain ran out all end the same way (503).
+    """
+
+    http_status = 503
+    code = "server_shutting_down"
+    MESSAGE = "the server is shutting down; retry on another server or after it restarts"
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
 
 
 class EngineError(VlmserveError):

@@ -113,6 +113,20 @@ class ServerSettings(BaseSettings):
         "phones allow the camera only on secure origins")
     ssl_keyfile: Path | None = _setting(None, "network", "the certificate's private key (PEM)")
     ui: bool = _setting(True, "network", "serve the API only, no page on /")
+    idle_timeout: float = _setting(
+        5.0, "network", "seconds a connection with no request in progress stays open",
+        gt=0, le=3600)
+    header_timeout: float = _setting(
+        10.0, "network", "seconds a client has to send a request's headers, from its first "
+        "byte", gt=0, le=3600)
+    body_timeout: float = _setting(
+        60.0, "network", "seconds a client has to send a request's whole body, else 408",
+        gt=0, le=3600)
+    max_connections: int = _setting(
+        512, "network", "open connections at most; one more is answered 503", ge=1)
+    shutdown_timeout: float = _setting(
+        10.0, "network", "on SIGTERM, seconds running requests get to finish (queued ones "
+        "end at once); then they end with a 'shutting down' error", ge=0, le=3600)
     log_level: str = _setting("info", "network", "log level",
                               pattern="^(critical|error|warning|info|debug|trace)$")
 
@@ -153,6 +167,10 @@ class ServerSettings(BaseSettings):
                                         "set none", ge=-2.0, le=2.0)
     allow_remote_images: bool = _setting(False, "requests", "let requests give http(s) image "
                                          "URLs to fetch")
+    remote_image_allow: str = _setting(
+        "", "requests", "networks (CIDR) and host names remote images may come from even "
+        "though they are not public, comma-separated (e.g. 10.0.0.0/8,images.lan); "
+        "loopback, private, link-local and metadata addresses are refused otherwise")
     remote_image_timeout_s: float = _setting(10.0, "requests", "seconds to fetch a remote "
                                              "image", gt=0, le=300)
     image_max_edge: int = _setting(1024, "requests", "resize images to this longest edge",
@@ -180,6 +198,10 @@ class ServerSettings(BaseSettings):
                                     "session is forgotten", gt=0)
     max_sessions: int = _setting(1000, "requests", "server-side sessions kept (the least "
                                  "recently used goes first)", ge=1)
+    session_mb: float = _setting(
+        256.0, "requests", "memory for the pictures of server-side sessions, MB: each "
+        "distinct picture is held once, the least recently used goes first (its session's "
+        "next turn is then asked to send it again)", gt=0)
     templates_file: Path | None = _setting(None, "requests", "YAML/JSON file of extra prompt "
                                            "templates")
 

@@ -95,3 +95,48 @@ def test_expand_inputs_walks_folders_sorted_and_skips_hidden_and_temporary(tmp_p
     assert rel == ["a.jpg", "b.PNG", "sub/c.webp", "sub/deeper/i.heic", "h.txt"]
     assert found.warnings == [f"{tmp_path / 'nothing-*.png'}: no image files found"]
     assert is_candidate("x.TIFF") and not is_candidate("x.tmp") and not is_candidate(".x.png")
+
+
+_FULL_DISK_CHILD = r"""
+import json, resource, signal, sys
+from vlmserve.batch.results import ResultWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+writer = ResultWriter(sys.argv[1], sys.argv[2])
+for i in range(60):
+    try:
+        writer.put({"path": f"p{i}.png", "answer": "x" * 150 + f" {i}"})
+    except Exception:
+        break
+writer.close()
+print(json.dumps({"written": writer.written, "failed": writer.failed}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_full_disk_never_leaves_half_a_line(tmp_path, fmt):
+    """A real write failure: the child's file-size limit (RLIMIT_FSIZE) stops a write in
+    the middle of a line, as a full disk does; the file must end on a whole line."""
+    import os
+    import subprocess
+    import sys
+
+    import vlmserve
+
+    out = tmp_path / f"r.{fmt}"
+    limit = 2000  # bytes: a few lines, then a write cut short
+    src = os.path.dirname(os.path.dirname(vlmserve.__file__))
+    child = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(out), fmt, str(limit)],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": src})
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    assert report["failed"] and "too large" in report["failed"].lower(), report
+    data = out.read_bytes()
+    assert 0 < len(data) <= limit and data.endswith(b"\n"), data[-80:]
+    if fmt == "jsonl":
+        lines = [json.loads(line) for line in data.splitlines()]
+    else:
+        lines = list(csv.reader(data.decode().splitlines()))[1:]
+    assert len(lines) == report["written"] > 0
+    assert open_results(out, fmt, resume=True).repaired_bytes == 0

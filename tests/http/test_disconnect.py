@@ -113,7 +113,7 @@ def test_full_queue_answers_503_with_retry_after(server: LiveServer) -> None:
 
 
 def test_ctrl_c_with_a_stream_open_exits_cleanly(start_server) -> None:
-    server = start_server("--no-ui")
+    server = start_server("--no-ui", "--shutdown-timeout", "0")
     with httpx.Client(timeout=30) as client:
         with client.stream("POST", f"{server.url}/v1/chat/completions",
                            json=body(LONG, stream=True)) as response:
@@ -125,4 +125,26 @@ def test_ctrl_c_with_a_stream_open_exits_cleanly(start_server) -> None:
     # The answer was ended properly, with a reason, not cut off mid-stream.
     assert events[-1] == "data: [DONE]"
     error = json.loads(events[-2].removeprefix("data: "))["error"]
-    assert "shutting down" in error["message"] and error["code"] == "request_aborted"
+    assert "shutting down" in error["message"] and error["code"] == "server_shutting_down"
+
+
+def test_a_client_that_leaves_while_queued_frees_its_queue_place(server: LiveServer) -> None:
+    """Before, a queued request whose client had gone kept its place (and so made others
+    get 503 server_busy) until it reached a slot and its first token."""
+    def queue_depth() -> float:
+        return metric_value(server.metrics(), "vlmserve_queue_depth")
+
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", f"{server.url}/v1/chat/completions",
+                           json=body(LONG, stream=True)) as running:  # holds the one slot
+            lines = running.iter_lines()
+            next(lines)
+            for stream in (False, True):
+                with pytest.raises(httpx.ReadTimeout):  # queued behind it, then left
+                    httpx.post(f"{server.url}/v1/chat/completions",
+                               json=body(4, stream=stream), timeout=1.0)
+                assert wait_for(lambda: queue_depth() == 0, 5), server.log()
+            # The place is free while the slot is still busy: a new request is queued, not
+            # refused with 503.
+            assert not slot_free(server)
+    assert wait_for(lambda: slot_free(server), 10)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import threading
 import uuid
 
@@ -278,32 +276,6 @@ def test_api_key_is_enforced(start_server) -> None:
                                            max_tokens=4)
     assert answer.usage.completion_tokens >= 1
     assert server.metrics({"Authorization": "Bearer s3cret"})
-
-
-def test_remote_images_when_allowed(start_server, tmp_path) -> None:
-    (tmp_path / "photo.png").write_bytes(base64.b64decode(IMAGE.split(",", 1)[1]))
-    (tmp_path / "huge.png").write_bytes(b"\x89PNG" + b"0" * 1_200_000)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path)
-    handler.log_message = lambda *args: None
-    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=files.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{files.server_address[1]}"
-    try:
-        server = start_server("--allow-remote-images", "--image-max-mb", "1", "--no-ui")
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
-        answer = client.chat.completions.create(
-            model="m", max_tokens=4, messages=[image_message(url=f"{base}/photo.png")])
-        assert answer.x_vlmserve["image_tokens"] == 576
-        with pytest.raises(openai.APIStatusError) as too_big:
-            client.chat.completions.create(
-                model="m", messages=[image_message(url=f"{base}/huge.png")])
-        assert too_big.value.status_code == 413
-        with pytest.raises(openai.BadRequestError) as missing:
-            client.chat.completions.create(
-                model="m", messages=[image_message(url=f"{base}/nope.png")])
-        assert "HTTP 404" in error_of(missing.value)["message"]
-    finally:
-        files.shutdown()
 
 
 def test_one_sessions_turns_run_one_at_a_time(client: openai.OpenAI) -> None:

@@ -19,7 +19,7 @@ from tests.unit.fake_backend import FakeBackend, FakeImageChunk
 from vlmserve.engine.image_cache import ImageCache
 from vlmserve.engine.loop import EngineLoop
 from vlmserve.engine.vision import VisionStage
-from vlmserve.errors import ImageTooLargeError, RequestError
+from vlmserve.errors import ImageTooLargeError, RequestError, ShuttingDownError
 from vlmserve.images import prepare_image
 from vlmserve.types import FinishReason, Prompt, Request, SamplingParams, TokenDelta
 
@@ -286,3 +286,39 @@ def test_a_request_whose_setup_fails_unexpectedly_ends_with_an_error_not_a_hang(
     assert end.finish_reason is FinishReason.ERROR and end.error.http_status == 500
     assert all(c.freed for c in backend.chunks)
     assert h.loop.queue_depth == 0 and not h.loop._preparing and not h.loop._waiting
+
+
+def test_drain_ends_queued_requests_lets_running_ones_go_on_then_ends_them(harnesses):
+    """The shutdown drain (scheduler logic only; the real server's SIGTERM is tested in
+    tests/http/test_shutdown.py)."""
+    backend = FakeBackend(n_parallel=2, decode_s=0.01)
+    h = harnesses(backend)
+    for i in range(5):
+        h.send(f"r{i}", Prompt((f"<s>user q{i}\n",)), max_tokens=100000)
+    deadline = time.monotonic() + 10
+    while h.loop.busy_slots < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    h.loop.drain()
+    time.sleep(0.5)
+    running, queued = [], []
+    for i in range(5):
+        seen = []
+        while not h.deltas[f"r{i}"].empty():
+            seen.append(h.deltas[f"r{i}"].get_nowait())
+        last = next((d for d in seen if d.finished), None)
+        if last is None:  # still running: it has a slot
+            running.append(i)
+            continue
+        queued.append(i)
+        assert last.finish_reason is FinishReason.ERROR and len(seen) == 1
+        assert isinstance(last.error, ShuttingDownError)
+    assert len(running) == 2 and len(queued) == 3
+    with pytest.raises(ShuttingDownError):
+        h.send("late", Prompt(("<s>user late\n",)))
+    assert not h.loop.idle
+    h.loop.end_running()
+    for i in running:
+        ids, last = h.result(f"r{i}", timeout=5)
+        assert last.finish_reason is FinishReason.ERROR and ids  # it had produced tokens
+        assert isinstance(last.error, ShuttingDownError)
+    assert h.loop.idle and h.loop.queue_depth == 0

@@ -5,7 +5,9 @@ line (JSONL) or row (CSV) written with ``os.write`` on an ``O_APPEND`` descripto
 after each group of lines taken from the queue it calls ``os.fsync``. So a line is
 durable before it counts as done (the progress bar moves after the fsync), while a
 burst of finished images shares one fsync (group commit) instead of paying one each.
-A process killed mid-write can leave at most a partial last line, which
+A write that fails (disk full, a file-size limit) is cut back to the end of the
+last whole line (``ftruncate``) before the writer stops, so the file never holds half a
+line. A process killed mid-write can leave at most a partial last line, which
 ``open_results`` cuts off before appending again.
 
 Reading: ``open_results`` refuses a non-empty file unless resuming, repairs a partial
@@ -169,8 +171,15 @@ class ResultWriter:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise VlmserveError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        if fmt == "csv" and os.fstat(self._fd).st_size == 0:
-            self._write(csv_header())
+        # Where the last whole line ends: a failed write is cut back to here.
+        self._whole = os.fstat(self._fd).st_size
+        if fmt == "csv" and self._whole == 0:
+            try:
+                self._write_line(csv_header())
+            except OSError as exc:
+                os.close(self._fd)
+                raise VlmserveError(f"cannot write {self.path}: {exc.strerror or exc}"
+                                    ) from None
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.written = 0
         self.failed: str | None = None  # why writing stopped (disk full...), if it did
@@ -190,10 +199,17 @@ class ResultWriter:
             self._thread = None
             os.close(self._fd)
 
-    def _write(self, data: bytes) -> None:
+    def _write_line(self, data: bytes) -> None:
+        """Append one whole line, or nothing: on a failure the file is cut back to the
+        end of the last whole line and the error is raised."""
         view = memoryview(data)
-        while view:  # os.write may take less than all of it (rare, for regular files)
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:  # os.write may take less than all of it (a disk that fills up)
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            os.ftruncate(self._fd, self._whole)
+            raise
+        self._whole += len(data)
 
     def _run(self) -> None:
         stop = False
@@ -209,14 +225,19 @@ class ResultWriter:
             records = [r for r in group if r is not None]
             if self.failed or not records:
                 continue
+            done: list[dict[str, Any]] = []
             try:
                 for record in records:
-                    self._write(encode(record, self.fmt))
-                os.fsync(self._fd)
+                    self._write_line(encode(record, self.fmt))
+                    done.append(record)
             except OSError as exc:
                 self.failed = f"cannot write {self.path}: {exc.strerror or exc}"
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self.failed = self.failed or f"cannot write {self.path}: {exc.strerror or exc}"
                 continue
-            self.written += len(records)
+            self.written += len(done)  # whole lines, on disk
             if self._on_written is not None:
-                for record in records:
+                for record in done:
                     self._on_written(record)

@@ -24,12 +24,14 @@ from vlmserve.cli import (
     pull,
     quantize,
     serve,
+    soak,
     watch,
 )
 from vlmserve.errors import VlmserveError
 
 # Subcommand modules, in help order.
-SUBCOMMANDS = (describe, serve, cert, info, demo_model, quantize, bench, pull, models, watch)
+SUBCOMMANDS = (describe, serve, cert, info, demo_model, quantize, bench, soak, pull, models,
+               watch)
 
 
 def build_parser() -> argparse.ArgumentParser:

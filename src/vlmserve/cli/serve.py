@@ -1,8 +1,9 @@
 """``vlmserve serve``: the web page and the OpenAI-compatible API on one port.
 
 Flags override ``VLMSERVE_*`` variables, which override the defaults (see
-``vlmserve.settings``). Ctrl-C or SIGTERM stops the server cleanly: open requests get a
-few seconds, the engine thread stops, and the process exits 0.
+``vlmserve.settings``). Ctrl-C or SIGTERM stops the server cleanly: new requests get
+503, queued ones end at once, running ones get ``--shutdown-timeout`` seconds, the engine
+thread stops, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # here, so `vlmserve --help` stays fast
 
     from vlmserve.http.app import create_app
+    from vlmserve.http.connection_guard import guarded_protocol
 
     failures: list[VlmserveError] = []
     server: uvicorn.Server | None = None
@@ -96,15 +98,18 @@ def run(args: argparse.Namespace) -> int:
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list | None = None) -> None:
-            # Before uvicorn waits for open connections: end running answers now, with a
-            # "shutting down" event, rather than let them run out the grace period and be
-            # cut off mid-stream.
-            app.state.services.begin_shutdown()
+            # Before uvicorn closes its sockets and waits for open connections: refuse new
+            # requests (503), end queued ones, let running ones finish within
+            # --shutdown-timeout and end the rest, each stream with an error event and
+            # [DONE], so nothing is left for uvicorn to cut off mid-stream.
+            await app.state.services.shutdown.run()
             await super().shutdown(sockets)
 
     server = Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=5, lifespan="on",
+        http=guarded_protocol(settings.header_timeout, settings.max_connections),
+        timeout_keep_alive=settings.idle_timeout,
         ssl_certfile=_path(settings.ssl_certfile), ssl_keyfile=_path(settings.ssl_keyfile)))
     _print_banner(settings)
 

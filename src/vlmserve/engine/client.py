@@ -86,6 +86,20 @@ class EngineClient:
     def abort(self, request_id: str) -> None:
         self._loop.abort(request_id)
 
+    def drain(self) -> None:
+        """Begin a clean shutdown: new requests are refused and every request without a
+        slot ends with ``ShuttingDownError``; running ones go on (see ``end_running``)."""
+        self._loop.drain()
+
+    def end_running(self) -> None:
+        """End every running request with ``ShuttingDownError`` (the drain ran out)."""
+        self._loop.end_running()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no slot busy."""
+        return self._loop.idle
+
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         """KV cells the prompt will take: text tokens plus each image's tokens and its
         two wrapping tokens (``<|vision_start|>``/``<|vision_end|>``); a clip is one such

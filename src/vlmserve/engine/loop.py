@@ -36,6 +36,7 @@ from vlmserve.errors import (
     EngineError,
     QueueFullError,
     RequestError,
+    ShuttingDownError,
     VlmserveError,
 )
 from vlmserve.types import (
@@ -50,7 +51,7 @@ from vlmserve.types import (
 
 log = logging.getLogger(__name__)
 
-Inbox = queue.Queue  # of _Submit | _Abort | Prepared | Encoded | None (stop)
+Inbox = queue.Queue  # of _Submit | _Abort | _Drain | _EndRunning | Prepared | Encoded | None
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ class _Submit:
 @dataclass(frozen=True)
 class _Abort:
     request_id: str
+
+
+@dataclass(frozen=True)
+class _Drain:
+    """Stop admitting: end every request that has no slot yet."""
+
+
+@dataclass(frozen=True)
+class _EndRunning:
+    """End every request that still has a slot (the drain ran out of time)."""
 
 
 class EngineLoop:
@@ -94,6 +105,8 @@ class EngineLoop:
         self._waiting: deque[Job] = deque()  # prepared, waiting for a free slot
         self._orphans: dict[tuple[str, int], ImageChunk] = {}  # lent chunks of ended jobs
         self._n_queued = 0  # submitted, not yet admitted (guarded by _lock)
+        self._draining = False  # submit refuses (guarded by _lock)
+        self._drained = False  # the engine thread has seen the drain: end late arrivals
         self._lock = threading.Lock()
         self._rotation = 0
         self._idle = True  # the last step found nothing to run: wait on the inbox
@@ -124,8 +137,12 @@ class EngineLoop:
         return self.vision.stop(timeout) and joined
 
     def submit(self, request: Request, emit: Callable[[TokenDelta], None]) -> None:
-        """Queue a request; raises ``QueueFullError`` when ``max_queue`` are already waiting."""
+        """Queue a request; raises ``QueueFullError`` when ``max_queue`` are already waiting,
+        ``ShuttingDownError`` once ``drain`` was called."""
         with self._lock:
+            if self._draining:
+                self.counters.rejected += 1
+                raise ShuttingDownError()
             if self._n_queued >= self.max_queue:
                 self.counters.rejected += 1
                 raise QueueFullError(f"the server is busy: {self._n_queued} requests are already "
@@ -136,6 +153,22 @@ class EngineLoop:
     def abort(self, request_id: str) -> None:
         """Stop a request (queued or running); its stream ends with ``FinishReason.ABORT``."""
         self._inbox.put(_Abort(request_id))
+
+    def drain(self) -> None:
+        """Begin a clean shutdown: refuse new requests, end every request that has no slot
+        yet with ``ShuttingDownError``; running ones go on until ``end_running``."""
+        with self._lock:
+            self._draining = True
+        self._inbox.put(_Drain())
+
+    def end_running(self) -> None:
+        """End every running request with ``ShuttingDownError`` (after a drain ran out)."""
+        self._inbox.put(_EndRunning())
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no slot busy (what a drain waits for)."""
+        return self._n_queued == 0 and self.busy_slots == 0
 
     @property
     def queue_depth(self) -> int:
@@ -197,6 +230,11 @@ class EngineLoop:
                 self._on_encoded(msg)
             elif isinstance(msg, _Abort):
                 self._abort(msg.request_id)
+            elif isinstance(msg, _Drain):
+                self._drained = True
+                self._fail_unstarted(ShuttingDownError())
+            elif isinstance(msg, _EndRunning):
+                self._fail_all(ShuttingDownError())
             try:
                 msg = self._inbox.get_nowait()
             except queue.Empty:
@@ -209,6 +247,10 @@ class EngineLoop:
     # ---- arrival: submit -> prepared -> waiting --------------------------------------------
     def _on_submit(self, sub: _Submit) -> None:
         job = Job(sub.request, sub.emit, sub.t_submit)
+        if self._drained:  # submitted just before the drain, arrived just after it
+            self._dequeued()
+            self._end_unstarted(job, FinishReason.ERROR, ShuttingDownError())
+            return
         self._preparing[job.request_id] = job
         self.vision.prepare(job.request_id, job.request.prompt)
 
@@ -629,6 +671,11 @@ class EngineLoop:
                     self._fail_slot(slot, error)
                 else:
                     self._finish(slot, reason, error)
+        self._fail_unstarted(error, reason)
+
+    def _fail_unstarted(self, error: VlmserveError,
+                        reason: FinishReason = FinishReason.ERROR) -> None:
+        """End every request without a slot: waiting for one, or still being prepared."""
         while self._waiting:
             self._dequeued()
             self._end_unstarted(self._waiting.popleft(), reason, error)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 
 from vlmserve.engine.client import EngineClient
 from vlmserve.errors import VlmserveError
+from vlmserve.http.connection_guard import BodyTimeout
 from vlmserve.http.engine_holder import EngineHolder
 from vlmserve.http.errors import drop_validation_422, install_error_handlers
 from vlmserve.http.limits import BodySizeLimit
@@ -23,6 +24,7 @@ from vlmserve.http.openai_routes import openai_router
 from vlmserve.http.ops_routes import ops_router
 from vlmserve.http.responses_routes import responses_router
 from vlmserve.http.services import Services
+from vlmserve.http.shutdown import ShutdownGate
 from vlmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ def create_app(settings: ServerSettings, engine: EngineClient | None = None, *,
     generated_openapi = app.openapi
     app.openapi = lambda: drop_validation_422(generated_openapi())  # 400s, not 422s
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout)
     app.add_middleware(ResponseCounter, metrics=services.metrics)
+    app.add_middleware(ShutdownGate, shutdown=services.shutdown)  # outermost: first to refuse
     if first_routes is not None:
         app.include_router(first_routes(services))
     app.include_router(ops_router(services))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vlmserve.chat import ChatMessage, TextPart, ToolCall
+from vlmserve.chat import ChatMessage, ImagePart, TextPart, ToolCall
 from vlmserve.config import QWEN_PRESENCE_PENALTY, TokenBudget, default_penalty
 from vlmserve.errors import RequestError
 from vlmserve.grammar import json_object_grammar, json_schema_to_grammar
@@ -182,7 +182,8 @@ async def prepare_job(services: Services, model: LoadedModel, body: ChatCompleti
                                  services.videos)
     check_system_first(new)
     check_request_text(model, settings, new, tools.rendered)
-    history = services.sessions.get(session_id) if session_id is not None else []
+    history = (services.sessions.get(session_id, offered=images_of(new))
+               if session_id is not None else [])
     messages = compose(history, new, template)
     budget = prompt_budget(settings.context_budget, model.engine.info.n_ctx_per_slot,
                            max_tokens)
@@ -225,6 +226,10 @@ def image_budget(server: TokenBudget, body: ChatCompletionRequest,
         return narrow_budget(server, detail=detail, min_tokens=body.x_image_min_tokens,
                              max_tokens=body.x_image_max_tokens, floor=floor)
     return tokens_for
+
+
+def images_of(messages: list[ChatMessage]) -> list[PreparedImage]:
+    return [p.image for m in messages for p in m.parts if isinstance(p, ImagePart)]
 
 
 def newest_geometry(prompt: Prompt) -> ImageGeometry | None:

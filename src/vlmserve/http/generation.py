@@ -35,49 +35,22 @@ def error_for(delta: TokenDelta, abort_reason: str | None = None) -> VlmserveErr
     return delta.error if delta.error is not None else EngineError("the request was stopped")
 
 
-class InFlight:
-    """The generations running in one app, so that shutdown can stop them all.
-
-    Without it, a server asked to stop would wait (up to its grace period) for every open
-    stream to finish by itself, then cut the connections mid-answer. Used only from the
-    event loop's thread, so a plain set is enough.
-    """
-
-    def __init__(self) -> None:
-        self._running: set[Generation] = set()
-
-    def add(self, generation: Generation) -> None:
-        self._running.add(generation)
-
-    def discard(self, generation: Generation) -> None:
-        self._running.discard(generation)
-
-    def __len__(self) -> int:
-        return len(self._running)
-
-    def abort_all(self, reason: str) -> int:
-        """Ask the engine to stop every running generation; each ends with ``reason``."""
-        running = list(self._running)
-        for generation in running:
-            generation.abort(reason)
-        return len(running)
+class ClientGone(Exception):
+    """The client disconnected before the first token; its request was aborted."""
 
 
 class Generation:
     """Submit, stream and (if left early) abort one request; records its metrics."""
 
     def __init__(self, engine: EngineClient, request: Request, metrics: Metrics,
-                 source: str, dropped_turns: int = 0, in_flight: InFlight | None = None,
-                 ) -> None:
+                 source: str, dropped_turns: int = 0) -> None:
         self.request = request
         self._engine = engine
         self._metrics = metrics
         self._source = source
         self._dropped_turns = dropped_turns
-        self._in_flight = in_flight
         self._iter: AsyncIterator[TokenDelta] | None = None
         self._first: TokenDelta | None = None
-        self._abort_reason: str | None = None
         self.final: TokenDelta | None = None  # the last delta, once the request ended
         self.logprobs: list[TokenLogprob] = []  # every delta's, when the request asked
 
@@ -87,18 +60,33 @@ class Generation:
         if self.final is None or self.final.finish_reason in (FinishReason.STOP,
                                                               FinishReason.LENGTH):
             return None
-        return error_for(self.final, self._abort_reason)
+        return error_for(self.final)
 
-    async def start(self) -> None:
+    async def start(self, receive: Receive | None = None) -> None:
         """Submit and wait for the first delta.
 
         Raises ``QueueFullError`` (503) when the engine's queue is full, and the error of
         ``error_for`` when the request ends with an error before producing anything.
+        With ``receive`` (the ASGI request's), a client that disconnects while the request
+        is still queued raises ``ClientGone`` and the request is aborted at once: without
+        this it kept its queue place until it reached a slot and its first token.
         """
         iterator = self._engine.generate(self.request)
+        first = asyncio.ensure_future(anext(iterator))  # QueueFullError: nothing submitted
         try:
-            self._first = await anext(iterator)  # QueueFullError: nothing was submitted
-        except asyncio.CancelledError:  # the client left before the first token
+            if receive is not None:
+                gone = asyncio.ensure_future(_disconnected(receive))
+                try:
+                    await asyncio.wait({first, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    gone.cancel()
+                    await asyncio.gather(gone, return_exceptions=True)
+                if not first.done():
+                    raise ClientGone()
+            self._first = await first
+        except (asyncio.CancelledError, ClientGone):  # the client left before the first token
+            first.cancel()  # inside the engine's stream: its ``finally`` aborts the request
+            await asyncio.gather(first, return_exceptions=True)
             self._metrics.observe_client_abort(self._source)
             raise
         self._iter = iterator
@@ -106,8 +94,6 @@ class Generation:
             self._record(self._first)
             if self.error is not None:
                 raise self.error
-        elif self._in_flight is not None:
-            self._in_flight.add(self)
 
     async def deltas(self) -> AsyncIterator[TokenDelta]:
         """The deltas, the first one included; the last has ``finish_reason`` set."""
@@ -124,15 +110,8 @@ class Generation:
                 self._record(delta)
             yield delta
 
-    def abort(self, reason: str) -> None:
-        """Stop the request from the server's side; its stream ends with ABORT."""
-        self._abort_reason = reason
-        self._engine.abort(self.request.request_id)
-
     async def close(self) -> None:
         """Abort the request if it is still running (idempotent)."""
-        if self._in_flight is not None:
-            self._in_flight.discard(self)
         if self._iter is None:
             return
         iterator, self._iter = self._iter, None
@@ -143,8 +122,6 @@ class Generation:
 
     def _record(self, delta: TokenDelta) -> None:
         self.final = delta
-        if self._in_flight is not None:
-            self._in_flight.discard(self)
         self._metrics.observe_finished(self._source, delta.finish_reason or FinishReason.ERROR,
                                        delta.stats, self._dropped_turns)
 
@@ -158,7 +135,10 @@ async def collect_text(generation: Generation, request: object) -> str | None:
     """
     receive: Receive = request.receive  # type: ignore[attr-defined]
     try:
-        await generation.start()
+        try:
+            await generation.start(receive)
+        except ClientGone:
+            return None
         collect = asyncio.ensure_future(_collect(generation))
         gone = asyncio.ensure_future(_disconnected(receive))
         done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)

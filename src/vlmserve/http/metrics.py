@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlmserve.engine.client import EngineSnapshot
+from vlmserve.session_images import SessionImageStats
 from vlmserve.types import FinishReason, RequestStats
 
 # Paths reported by name; everything else is "other" (bounded label values).
@@ -26,7 +33,8 @@ _KNOWN_PATHS = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
 class Metrics:
     """The counters and histograms of one app, and their registry."""
 
-    def __init__(self, snapshot: Callable[[], EngineSnapshot | None]) -> None:
+    def __init__(self, snapshot: Callable[[], EngineSnapshot | None],
+                 session_images: Callable[[], SessionImageStats] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_responses = Counter(
@@ -63,6 +71,9 @@ class Metrics:
             "vlmserve_request_duration_seconds", "Submit to last token",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120, 300), registry=r)
         r.register(EngineCollector(snapshot))
+        ProcessCollector(registry=r)  # process_resident_memory_bytes ...: what a soak watches
+        if session_images is not None:
+            r.register(SessionImagesCollector(session_images))
 
     def observe_finished(self, source: str, reason: FinishReason, stats: RequestStats | None,
                          dropped_turns: int = 0) -> None:
@@ -118,7 +129,8 @@ class ResponseCounter:
 class EngineCollector(Collector):
     """Engine figures read at scrape time from ``EngineClient.snapshot()``."""
 
-    def __init__(self, snapshot: Callable[[], EngineSnapshot | None]) -> None:
+    def __init__(self, snapshot: Callable[[], EngineSnapshot | None],
+                 session_images: Callable[[], SessionImageStats] | None = None) -> None:
         self._snapshot = snapshot
 
     def describe(self) -> list[Metric]:
@@ -195,3 +207,22 @@ class EngineCollector(Collector):
                                   "Tokens over all llama_decode calls", value=c.batch_tokens)
         yield GaugeMetricFamily("vlmserve_batch_tokens_max", "Largest batch so far",
                                 value=c.max_batch_tokens)
+
+
+class SessionImagesCollector(Collector):
+    """The session picture store (``--session-mb``), read at scrape time."""
+
+    def __init__(self, stats: Callable[[], SessionImageStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        yield GaugeMetricFamily("vlmserve_session_images",
+                                "Distinct pictures held for server-side sessions", s.images)
+        yield GaugeMetricFamily("vlmserve_session_image_bytes",
+                                "Bytes of the pictures held for server-side sessions", s.bytes)
+        yield GaugeMetricFamily("vlmserve_session_image_budget_bytes",
+                                "The session picture budget (--session-mb)", s.max_bytes)
+        yield CounterMetricFamily("vlmserve_session_image_evictions",
+                                  "Session pictures evicted to stay within the budget",
+                                  s.evictions)

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from vlmserve.errors import ShuttingDownError
 from vlmserve.http.auth import api_key_dependency
 from vlmserve.http.completions import CompletionJob, prepare_job
 from vlmserve.http.errors import API_ERRORS, NotFoundError, error_body
-from vlmserve.http.generation import Generation, collect_text, error_for
+from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -37,7 +38,12 @@ from vlmserve.http.schemas import (
     ToolCallDelta,
 )
 from vlmserve.http.services import Services
-from vlmserve.http.streaming import SSE_HEADERS, ClosingStreamingResponse, sse_event
+from vlmserve.http.streaming import (
+    SSE_HEADERS,
+    ClosingStreamingResponse,
+    error_events,
+    sse_event,
+)
 from vlmserve.http.tool_calls import Piece, ToolCallParser, split_answer
 from vlmserve.types import FinishReason, PhaseReport
 
@@ -80,12 +86,20 @@ def openai_router(services: Services) -> APIRouter:
         try:
             job = await prepare_job(services, model, body, session_id)
             generation = services.generation(job.request, SOURCE, job.chat.dropped_turns)
-            await generation.start()
-        except BaseException:
+            await generation.start(request.receive)
+        except BaseException as exc:
             if generation is not None:
                 await generation.close()
             if lock is not None:
                 lock.release()
+            if isinstance(exc, ClientGone):  # left while queued: nobody to answer
+                return Response(status_code=499)
+            if isinstance(exc, ShuttingDownError) and generation is not None and (
+                    generation.final is not None):
+                # It was queued when the server began to stop: its stream ends as a
+                # running one's does (an error event, [DONE]), not with a bare 503.
+                return ClosingStreamingResponse(error_events(exc), media_type="text/event-stream",
+                                                headers=SSE_HEADERS)
             raise
         released = False
 

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from vlmserve.chat import ChatMessage, TextPart
 from vlmserve.errors import RequestError, VlmserveError
 from vlmserve.http.auth import api_key_dependency
-from vlmserve.http.completions import CompletionJob, grammar_for
+from vlmserve.http.completions import CompletionJob, grammar_for, images_of
 from vlmserve.http.conversation import (
     check_request_text,
     check_system_first,
@@ -36,7 +36,7 @@ from vlmserve.http.conversation import (
 )
 from vlmserve.http.engine_holder import LoadedModel
 from vlmserve.http.errors import API_ERRORS, NotFoundError
-from vlmserve.http.generation import Generation, collect_text, error_for
+from vlmserve.http.generation import ClientGone, Generation, collect_text, error_for
 from vlmserve.http.responses_input import input_messages
 from vlmserve.http.responses_output import ResponseOutput, usage
 from vlmserve.http.responses_schemas import ResponsesRequest
@@ -144,18 +144,18 @@ async def prepare(services: Services, model: LoadedModel, body: ResponsesRequest
     sampling = SamplingParams(max_tokens=max_tokens, grammar=grammar,
                               **{k: v for k, v in given.items() if v is not None})
 
+    new = await input_messages(body.input, services.images)
     history: list[ChatMessage] = []
     if body.previous_response_id is not None:
         try:
             previous = validate_session_id(body.previous_response_id)
         except RequestError:
             previous = None
-        history = services.sessions.get(previous) if previous else []
+        history = services.sessions.get(previous, offered=images_of(new)) if previous else []
         if not history:
             raise PreviousResponseNotFound(
                 f"previous response {body.previous_response_id[:64]!r} not found: it was "
                 "not stored (store: false), has expired, or the server restarted")
-    new = await input_messages(body.input, services.images)
     instructions = ChatMessage.system(body.instructions) if body.instructions else None
     check_system_first(new, "input")
     new = [*([instructions] if instructions else []), *new]
@@ -196,7 +196,10 @@ def responses_router(services: Services) -> APIRouter:
         if not body.stream:
             return await _complete(services, rjob, generation, request)
         try:
-            await generation.start()
+            await generation.start(request.receive)
+        except ClientGone:  # left while queued: nobody to answer
+            await generation.close()
+            return Response(status_code=499)
         except BaseException:
             await generation.close()
             raise

@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 
 from vlmserve.engine.client import EngineSnapshot
 from vlmserve.http.engine_holder import EngineHolder, LoadedModel
-from vlmserve.http.generation import Generation, InFlight
+from vlmserve.http.generation import Generation
 from vlmserve.http.image_loader import ImageLoader
 from vlmserve.http.metrics import Metrics
+from vlmserve.http.remote_images import RemotePolicy
 from vlmserve.http.response_store import ResponseStore
+from vlmserve.http.shutdown import Shutdown
 from vlmserve.http.video_loader import VideoLoader
+from vlmserve.session_images import SessionImageStore
 from vlmserve.sessions import SessionStore, validate_session_id
-from vlmserve.settings import ServerSettings
+from vlmserve.settings import MIB, ServerSettings
 from vlmserve.templates import TemplateRegistry
 from vlmserve.types import Request
 
@@ -65,9 +68,9 @@ class Services:
     sessions: SessionStore
     images: ImageLoader
     metrics: Metrics
+    shutdown: Shutdown
     session_locks: SessionLocks = field(default_factory=SessionLocks)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses
-    in_flight: InFlight = field(default_factory=InFlight)
     videos: VideoLoader | None = None  # video_url parts (None: refused)
 
     @classmethod
@@ -80,17 +83,22 @@ class Services:
             model = holder.model
             return model.engine.snapshot() if model is not None else None
 
+        sessions = SessionStore(settings.session_ttl_s, settings.max_sessions,
+                                images=SessionImageStore(int(settings.session_mb * MIB)))
         return cls(
             settings=settings,
             holder=holder,
             templates=templates,
-            sessions=SessionStore(settings.session_ttl_s, settings.max_sessions),
+            sessions=sessions,
             images=ImageLoader(settings.image_options(), settings.allow_remote_images,
-                               settings.remote_image_timeout_s),
-            metrics=Metrics(snapshot),
+                               settings.remote_image_timeout_s,
+                               RemotePolicy.parse(settings.remote_image_allow)),
+            metrics=Metrics(snapshot, sessions.images.stats),
+            shutdown=Shutdown(holder, settings.shutdown_timeout),
             responses=ResponseStore(settings.session_ttl_s, settings.max_sessions),
             videos=VideoLoader(settings.video_options(), settings.allow_remote_images,
-                               settings.remote_image_timeout_s),
+                               settings.remote_image_timeout_s,
+                               RemotePolicy.parse(settings.remote_image_allow)),
         )
 
     def model(self) -> LoadedModel:
@@ -98,14 +106,8 @@ class Services:
         return self.holder.get()
 
     def generation(self, request: Request, source: str, dropped_turns: int = 0) -> Generation:
-        """A ``Generation`` on the loaded engine, counted in metrics and in ``in_flight``."""
-        return Generation(self.model().engine, request, self.metrics, source, dropped_turns,
-                          self.in_flight)
-
-    def begin_shutdown(self) -> int:
-        """Stop every running generation (their streams end with a "shutting down" error
-        event instead of being cut off); returns how many there were."""
-        return self.in_flight.abort_all("the server is shutting down")
+        """A ``Generation`` on the loaded engine, counted in metrics."""
+        return Generation(self.model().engine, request, self.metrics, source, dropped_turns)
 
     @staticmethod
     def checked_session_id(session_id: str | None) -> str | None:

@@ -17,6 +17,9 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from vlmserve.errors import VlmserveError
+from vlmserve.http.errors import error_body
+
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer the stream
@@ -28,6 +31,12 @@ def sse_event(data: str | dict[str, Any]) -> str:
     if not isinstance(data, str):
         data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n"
+
+
+async def error_events(error: VlmserveError) -> AsyncIterator[str]:
+    """A stream that holds only ``error`` (as an event) and ``data: [DONE]``."""
+    yield sse_event(error_body(error.http_status, error.message, error.code))
+    yield sse_event("[DONE]")
 
 
 class ClosingStreamingResponse(StreamingResponse):

@@ -2,7 +2,7 @@
 
 ``data:video/...;base64,...`` URIs are decoded here; ``http(s)`` URLs only when the
 operator allowed remote media (``--allow-remote-images``: the same SSRF opt-in, fetched
-with the same size and time limits, shared with ``ImageLoader``). Decoding is CPU work
+refusing non-public addresses on every hop like ``ImageLoader``: ``remote_images``). Decoding is CPU work
 (PyAV), run in a worker thread so other streams keep flowing meanwhile.
 """
 
@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from vlmserve.config import ImageOptions
-from vlmserve.errors import (
-    ImageError,
-    ImageTooLargeError,
-    RequestError,
-    VideoError,
-    VideoTooLargeError,
-)
-from vlmserve.http.image_loader import ImageLoader
+from vlmserve.errors import ImageError, RequestError, VideoError
+from vlmserve.http.remote_images import RemotePolicy, fetch_image_bytes
 from vlmserve.http.schemas import VideoURL
-from vlmserve.images.limits import check_byte_size
 from vlmserve.types import PreparedClip
 from vlmserve.video import VideoOptions, decode_video_data_uri, prepare_clip
 
@@ -29,11 +21,11 @@ class VideoLoader:
     """Turns a ``video_url`` (url, fps, max_frames) into a ``PreparedClip``."""
 
     def __init__(self, options: VideoOptions, allow_remote: bool = False,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, policy: RemotePolicy | None = None) -> None:
         self.options = options
         self.allow_remote = allow_remote
-        # Only its fetch is used (with this loader's byte limit).
-        self._remote = ImageLoader(ImageOptions(), allow_remote, timeout_s)
+        self.timeout_s = timeout_s
+        self.policy = policy or RemotePolicy()
 
     async def load(self, part: VideoURL) -> PreparedClip:
         sampling = self.options.sampling(part.fps, part.max_frames)  # a 400 before decoding
@@ -47,11 +39,9 @@ class VideoLoader:
                     "remote video URLs are disabled on this server; send the clip inline as "
                     "a data:video/...;base64,... URI (or start the server with "
                     "--allow-remote-images)")
-            try:
-                data = await self._remote._fetch(url, self.options.max_bytes, "video")
-                check_byte_size(len(data), self.options.max_bytes)
-            except ImageTooLargeError as exc:
-                raise VideoTooLargeError(exc.message) from None
+            try:  # one text for every refused or failed fetch, as for images
+                data = await fetch_image_bytes(url, self.policy, self.options.max_bytes,
+                                               self.timeout_s)
             except ImageError as exc:
                 raise VideoError(exc.message) from None
         else:
