@@ -254,15 +254,7 @@ def run_ray_batch(args: argparse.Namespace, task: Task, options: ImageOptions) -
                 ray.shutdown()
     summary = (f"{outcome.written} lines written to {args.output} ({outcome.errors} errors, "
                f"{outcome.skipped} already there) on Ray")
-    if outcome.write_error:
-        print(f"vlmserve: error: {outcome.write_error}; {summary}", file=sys.stderr)
-        return 1
-    if outcome.signum is not None:
-        print(f"vlmserve: interrupted: {summary}. Resume with: "
-              f"{resume_command(sys.argv[1:])}", file=sys.stderr)
-        return 128 + outcome.signum
-    print(f"vlmserve: {summary}", file=sys.stderr)
-    return 1 if outcome.errors else 0
+    return report_outcome(outcome, summary)
 
 
 def run_batch(args: argparse.Namespace, task: Task, paths: list[str], options: ImageOptions) -> int:
@@ -290,11 +282,17 @@ def run_batch(args: argparse.Namespace, task: Task, paths: list[str], options: I
     summary = (f"{outcome.written} lines written to {args.output} ({outcome.errors} errors, "
                f"{outcome.skipped} already there) in {outcome.seconds:.1f} s, "
                f"{outcome.images_per_s:.2f} images/s")
+    return report_outcome(outcome, summary, f"; {outcome.left} left")
+
+
+def report_outcome(outcome, summary: str, left: str = "") -> int:
+    """The batch job's last line and exit status, local or on Ray: 1 after a write error
+    or failed images, 128 + the signal when interrupted (with the resume command)."""
     if outcome.write_error:
         print(f"vlmserve: error: {outcome.write_error}; {summary}", file=sys.stderr)
         return 1
     if outcome.signum is not None:
-        print(f"vlmserve: interrupted: {summary}; {outcome.left} left. Resume with: "
+        print(f"vlmserve: interrupted: {summary}{left}. Resume with: "
               f"{resume_command(sys.argv[1:])}", file=sys.stderr)
         return 128 + outcome.signum
     print(f"vlmserve: {summary}", file=sys.stderr)
