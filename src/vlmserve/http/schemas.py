@@ -48,6 +48,12 @@ class TextContentPart(_Lenient):
     text: str
 
 
+def url_object(value: Any) -> Any:
+    """``{"url": value}`` for a bare string: some clients send ``"image_url": "data:..."``
+    (or ``"video_url"``) instead of ``{"url": "data:..."}``."""
+    return {"url": value} if isinstance(value, str) else value
+
+
 class ImageContentPart(_Lenient):
     type: Literal["image_url"]
     image_url: ImageURL
@@ -55,8 +61,7 @@ class ImageContentPart(_Lenient):
     @field_validator("image_url", mode="before")
     @classmethod
     def _plain_string_url(cls, value: Any) -> Any:
-        # Some clients send "image_url": "data:..." instead of {"url": "data:..."}.
-        return {"url": value} if isinstance(value, str) else value
+        return url_object(value)
 
 
 class VideoURL(_Lenient):
@@ -73,7 +78,7 @@ class VideoContentPart(_Lenient):
     @field_validator("video_url", mode="before")
     @classmethod
     def _plain_string_url(cls, value: Any) -> Any:
-        return {"url": value} if isinstance(value, str) else value
+        return url_object(value)
 
 
 ContentPart = Annotated[TextContentPart | ImageContentPart | VideoContentPart,
